@@ -1,0 +1,313 @@
+"""Web Push channel: VAPID keys (RFC 8292), subscription checks, aes128gcm delivery (RFC 8291).
+
+Public: `generate_vapid_keys`, `load_vapid_private_key`, `validate_subscription`, `check_endpoint`,
+`ValidSubscription`, `PushPayload`, `WebPushSender`, `MAX_PAYLOAD`.
+
+We encrypt with http_ece and sign the JWT here instead of calling `pywebpush.webpush()`, which writes
+`aud`/`exp` into the caller's claims dict, re-signs on every call and waits forever by default; and
+py_vapid's signer refuses IPv6 origins and https subjects that have a path.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+import http_ece
+import requests
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from notifier.channels.base import DeliveryResult, PushTarget
+from notifier.config import Settings
+from notifier.enums import Channel
+from notifier.errors import ConfigError, InvalidInput, PermanentError, SubscriptionGone, TransientError
+
+logger = logging.getLogger(__name__)
+
+MAX_PAYLOAD = 3993  # RFC 8291 §4: one 4096-byte record = 86 header + plaintext + 1 delimiter + 16 tag
+_JWT_LIFETIME = 12 * 3600  # RFC 8292 caps exp at 24 h; half of that tolerates clock skew
+_JWT_REFRESH_MARGIN = 600  # re-sign this early so no request carries a token about to expire
+_B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+_OPAQUE = re.compile(r"[A-Za-z0-9_\-+/=.~%]{24,}")  # tokens and ids a push service may echo back
+_KEY_VAR, _SUBJECT_VAR = "NOTIFIER_VAPID_PRIVATE_KEY", "NOTIFIER_VAPID_SUBJECT"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(value: object) -> bytes | None:
+    # Strict on purpose: base64.urlsafe_b64decode silently skips characters outside the alphabet.
+    if not isinstance(value, str) or not _B64URL.fullmatch(value) or len(bare := value.rstrip("=")) % 4 == 1:
+        return None
+    return base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
+
+
+def _public_point(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+
+
+def generate_vapid_keys() -> tuple[str, str]:
+    """(private, public): the raw 32-byte scalar, and the 65-byte point that the browser's subscribe() takes."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return _b64url(key.private_numbers().private_value.to_bytes(32, "big")), _b64url(_public_point(key))
+
+
+def load_vapid_private_key(value: str) -> ec.EllipticCurvePrivateKey:
+    """The raw URL-safe base64 scalar, or an unencrypted PEM (PKCS8 or SEC1). Never echoes the value."""
+    text, key = value.strip(), None
+    try:
+        if text.startswith("-----BEGIN"):
+            # .env files and compose often carry a PEM on one line with literal "\n".
+            pem = text if "\n" in text else text.replace("\\n", "\n")
+            key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+        elif (raw := _b64url_decode(text)) is not None and len(raw) == 32:
+            key = ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ConfigError(
+            f"{_KEY_VAR} is not a P-256 private key: expected 32 raw bytes in URL-safe base64 "
+            "(as `notifier vapid` prints) or an unencrypted PEM"
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class ValidSubscription:
+    endpoint: str
+    p256dh: str  # URL-safe base64, padding stripped
+    auth: str
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or host.endswith(".localhost") or ((ip := _ip(host)) is not None and ip.is_loopback)
+
+
+def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    if _is_loopback(host):
+        return host in allowed  # exact entries only: no wildcard may open the worker's own ports
+    if (ip := _ip(host)) is not None:
+        # Private, link-local (cloud metadata), reserved, multicast: never, whatever the list says.
+        return ip.is_global and not ip.is_multicast and host in allowed
+    return any(host.endswith(entry[1:]) if entry.startswith("*.") else host == entry for entry in allowed)
+
+
+def check_endpoint(endpoint: object, allowed_hosts: tuple[str, ...]) -> str:
+    """The endpoint's origin (scheme://host[:port], the JWT `aud`) if we may POST to it; else InvalidInput."""
+    if not isinstance(endpoint, str) or not endpoint:
+        raise InvalidInput("subscription endpoint is missing or not a string")
+    if len(endpoint) > 2048 or not endpoint.isprintable() or " " in endpoint:
+        raise InvalidInput("subscription endpoint is not a well-formed URL")
+    parts = urlsplit(endpoint)
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidInput("subscription endpoint has an invalid port") from None
+    host = parts.hostname
+    if parts.scheme not in ("https", "http") or not host:
+        raise InvalidInput(f"subscription endpoint must be an https URL, got scheme {parts.scheme!r}")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput("subscription endpoint must not carry credentials")
+    if not _host_allowed(host, allowed_hosts):
+        raise InvalidInput(f"subscription endpoint host {host!r} is not an allowed push service")
+    if parts.scheme == "http" and not _is_loopback(host):  # loopback got here only by being listed
+        raise InvalidInput("subscription endpoint must use https")
+    netloc = f"[{host}]" if ":" in host else host
+    default = port is None or port == (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{netloc}" + ("" if default else f":{port}")
+
+
+def _decode_keys(p256dh: object, auth: object) -> tuple[bytes, bytes]:
+    if p256dh is None or auth is None:
+        raise InvalidInput("subscription keys.p256dh and keys.auth are required")
+    if (point := _b64url_decode(p256dh)) is None:
+        raise InvalidInput("subscription keys.p256dh is not URL-safe base64")
+    # Browsers send the 65-byte uncompressed point and RFC 8291 mixes exactly those bytes into the key
+    # derivation: a compressed (33-byte) form would encrypt to something the browser cannot read.
+    if len(point) != 65 or point[0] != 4:
+        raise InvalidInput("subscription keys.p256dh must be a 65-byte uncompressed P-256 point")
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+    except ValueError:
+        raise InvalidInput("subscription keys.p256dh is not a point on the P-256 curve") from None
+    if (secret := _b64url_decode(auth)) is None or len(secret) != 16:
+        raise InvalidInput("subscription keys.auth must be 16 bytes in URL-safe base64")
+    return point, secret
+
+
+def validate_subscription(sub: Mapping[str, object], allowed_hosts: tuple[str, ...]) -> ValidSubscription:
+    """Check a browser's `PushSubscription.toJSON()` before storing it; InvalidInput says what is wrong."""
+    if not isinstance(sub, Mapping):
+        raise InvalidInput("subscription must be a JSON object")
+    endpoint, keys = sub.get("endpoint"), sub.get("keys")
+    check_endpoint(endpoint, allowed_hosts)
+    if not isinstance(keys, Mapping):
+        raise InvalidInput("subscription keys are missing")
+    p256dh, auth = keys.get("p256dh"), keys.get("auth")
+    _decode_keys(p256dh, auth)
+    assert isinstance(endpoint, str) and isinstance(p256dh, str) and isinstance(auth, str)
+    return ValidSubscription(endpoint, p256dh.rstrip("="), auth.rstrip("="))
+
+
+def _check_subject(subject: str | None) -> str:
+    if not subject:
+        raise ConfigError(f"{_SUBJECT_VAR} is not set: push services require a contact, e.g. mailto:ops@example.com")
+    if (subject.startswith("mailto:") and "@" in subject) or (subject.startswith("https://") and urlsplit(subject).hostname):
+        return subject
+    raise ConfigError(f"{_SUBJECT_VAR} must be a mailto: address or an https: URL, got {subject!r}")
+
+
+def _sign_jwt(claims: Mapping[str, object], key: ec.EllipticCurvePrivateKey) -> str:
+    signing_input = _b64url(b'{"typ":"JWT","alg":"ES256"}') + "." + _b64url(json.dumps(claims, sort_keys=True).encode())
+    r, s = decode_dss_signature(key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256())))
+    return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"  # JWS: raw r||s, not DER
+
+
+def _topic(dialog_id: int) -> str:
+    # One topic per dialog: a newer push replaces one still queued for an offline browser, so a returning
+    # manager sees one notification per dialog, and a send retried after a timeout cannot show twice.
+    topic = f"dialog-{dialog_id}"
+    return topic if len(topic) <= 32 else _b64url(hashlib.sha256(topic.encode()).digest())[:32]
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from Retry-After, which is either delta-seconds or an HTTP-date."""
+    value = (value or "").strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now) if when.tzinfo is not None else None
+
+
+@runtime_checkable
+class PushPayload(Protocol):
+    """What the sender needs from a rendered push (`notifier.render.RenderedPush`)."""
+
+    @property
+    def dialog_id(self) -> int: ...
+
+    def payload(self) -> bytes: ...
+
+
+class WebPushSender:
+    """One per worker process: one VAPID key, one keep-alive session, one signed header per push service."""
+
+    channel = Channel.WEBPUSH
+
+    def __init__(
+        self, settings: Settings, session: requests.Session | None = None, *, clock: Callable[[], float] | None = None
+    ) -> None:
+        self._subject = _check_subject(settings.vapid_subject)
+        if not settings.vapid_private_key:
+            raise ConfigError(f"{_KEY_VAR} is not set (generate a key pair with `notifier vapid`)")
+        self._key = load_vapid_private_key(settings.vapid_private_key)
+        self.public_key = _b64url(_public_point(self._key))  # the browser's applicationServerKey
+        self._allowed, self._ttl = settings.push_allowed_hosts, str(max(0, settings.push_ttl_seconds))
+        self._timeout = (min(5.0, settings.push_timeout_seconds), settings.push_timeout_seconds)
+        self._owns_session = session is None
+        self._session = requests.Session() if session is None else session
+        # Looked up per call, not bound at import, so a frozen test clock applies here too.
+        self._clock = clock or (lambda: time.time())
+        self._lock = threading.Lock()
+        self._headers: dict[str, tuple[str, float]] = {}  # origin -> (Authorization, re-sign after)
+        self.signatures_made = 0
+
+    def _authorization(self, origin: str) -> str:
+        now = self._clock()
+        with self._lock:
+            cached = self._headers.get(origin)
+            if cached is not None and now < cached[1]:
+                return cached[0]
+            exp = int(now) + _JWT_LIFETIME
+            token = _sign_jwt({"aud": origin, "exp": exp, "sub": self._subject}, self._key)  # a fresh dict each time
+            header = f"vapid t={token}, k={self.public_key}"
+            self._headers[origin] = (header, exp - _JWT_REFRESH_MARGIN)
+            self.signatures_made += 1
+            return header
+
+    def send(self, target: object, rendered: object) -> DeliveryResult:
+        if not isinstance(target, PushTarget) or not isinstance(rendered, PushPayload):
+            raise TypeError("WebPushSender.send takes a PushTarget and a rendered push")
+        try:
+            # Again at send time: the allow list may have shrunk since the subscription was stored.
+            origin = check_endpoint(target.endpoint, self._allowed)
+            receiver_key, auth_secret = _decode_keys(target.p256dh, target.auth)
+        except InvalidInput as exc:
+            raise PermanentError(f"subscription {target.subscription_id} refused: {exc}") from None
+        if len(payload := rendered.payload()) > MAX_PAYLOAD:
+            logger.error("push payload of %d bytes exceeds %d — this is a bug", len(payload), MAX_PAYLOAD)
+            raise PermanentError(f"push payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        ephemeral = ec.generate_private_key(ec.SECP256R1())  # one per message, as RFC 8291 requires
+        body: bytes = http_ece.encrypt(
+            payload, private_key=ephemeral, dh=receiver_key, auth_secret=auth_secret, version="aes128gcm"
+        )
+        headers = {
+            "Authorization": self._authorization(origin),
+            "TTL": self._ttl,
+            "Urgency": "high",  # a visitor is waiting for an answer
+            "Topic": _topic(rendered.dialog_id),
+            "Content-Encoding": "aes128gcm",
+            "Content-Type": "application/octet-stream",
+        }
+        try:
+            with self._session.post(
+                target.endpoint, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+            ) as response:
+                text: str = response.text  # read it all, so the connection goes back to the pool
+                status: int = response.status_code
+                location, retry_after = response.headers.get("Location"), response.headers.get("Retry-After")
+        except requests.RequestException as exc:
+            # str(exc) carries the endpoint path; the class name is enough to act on.
+            logger.warning("push to %s failed: %s", origin, type(exc).__name__)
+            raise TransientError(f"push service {origin} unreachable: {type(exc).__name__}") from None
+        if status in (200, 201, 202):
+            logger.info("push to %s for subscription %d accepted (%d)", origin, target.subscription_id, status)
+            return DeliveryResult(ref=location, detail=f"push service answered {status}")
+        return self._refused(origin, target.subscription_id, status, text, retry_after)
+
+    def _refused(self, origin: str, sub_id: int, status: int, text: str, retry_after: str | None) -> DeliveryResult:
+        if status in (404, 410):
+            logger.info("push service %s says subscription %d is gone (%d)", origin, sub_id, status)
+            raise SubscriptionGone(f"push service {origin} answered {status}: subscription gone")
+        if status == 413:
+            logger.error("push service %s answered 413 payload too large — this is a bug", origin)
+            raise PermanentError(f"push service {origin} answered 413: payload too large")
+        if status == 429 or status >= 500:
+            wait = _retry_after(retry_after, self._clock())
+            logger.warning("push service %s answered %d, retry after %s s", origin, status, wait)
+            raise TransientError(f"push service {origin} answered {status}", retry_after=wait)
+        if status in (401, 403):
+            with self._lock:  # never reuse a token the service refused
+                self._headers.pop(origin, None)
+        excerpt = _OPAQUE.sub("[…]", " ".join(text.split()))[:200]
+        logger.warning("push service %s refused subscription %d: %d %s", origin, sub_id, status, excerpt)
+        raise PermanentError(f"push service {origin} answered {status}: {excerpt}")
+
+    def close(self) -> None:
+        if self._owns_session:  # an injected session belongs to whoever made it
+            self._session.close()

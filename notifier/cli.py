@@ -1,0 +1,128 @@
+"""The `notifier` command: init-db, schedule, status, worker, demo, vapid."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+
+from notifier import models
+from notifier.config import get_settings
+from notifier.db import get_engine
+from notifier.errors import NotifierError
+
+
+def _fmt_time(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + "Z" if ts else "-"
+
+
+def cmd_init_db(_: argparse.Namespace) -> int:
+    from notifier.migrate import upgrade
+
+    settings = get_settings()
+    engine = get_engine(settings.database_url)
+    upgrade(engine)
+    print(f"our tables are up to date ({engine.url.render_as_string(hide_password=True)})")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from worker import client
+
+    ok = client.schedule_fallback(args.dialog_id, args.message_id)
+    print("scheduled" if ok else "redis unavailable: not scheduled (the reconciler will catch it)")
+    return 0 if ok else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from notifier.redis_store import Store, client_for, resolve_url
+
+    settings = get_settings()
+    store = Store(client_for(resolve_url(settings)))
+    counts = store.counts()
+    print(f"pending checks: {counts['pending']}   in flight: {counts['inflight']}")
+    for dialog_id, due in store.pending(10):
+        print(f"  dialog {dialog_id} due {_fmt_time(due)}")
+    engine = get_engine(settings.database_url)
+    dec, dl = models.decisions, models.deliveries
+    with engine.connect() as conn:
+        print(f"\nrecent decisions (newest first, {args.limit}):")
+        rows = conn.execute(select(dec).order_by(dec.c.id.desc()).limit(args.limit)).all()
+        for r in rows:
+            print(
+                f"  {_fmt_time(r.created_at)} dialog={r.dialog_id} manager={r.manager_id or '-'} "
+                f"{r.action} {r.channel or '-'} reason={r.reason} messages={r.first_message_id or '-'}..{r.last_message_id or '-'}"
+            )
+        print("\ndeliveries by channel and status:")
+        grouped = conn.execute(
+            select(dl.c.channel, dl.c.status, func.count()).group_by(dl.c.channel, dl.c.status).order_by(dl.c.channel, dl.c.status)
+        ).all()
+        for channel, status, count in grouped:
+            print(f"  {channel:8} {status:10} {count}")
+        failed = conn.execute(
+            select(dl).where(dl.c.status == "failed").order_by(dl.c.id.desc()).limit(args.limit)
+        ).all()
+        if failed:
+            print("\nfailed deliveries:")
+            for r in failed:
+                print(f"  #{r.id} dialog={r.dialog_id} manager={r.manager_id} {r.channel} attempts={r.attempts} error={r.last_error}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Resolve Redis (starting the embedded one if needed), create our tables, then run Celery."""
+    from notifier.migrate import upgrade
+    from notifier.redis_store import resolve_url
+
+    settings = get_settings()
+    os.environ["NOTIFIER_REDIS_URL"] = resolve_url(settings)  # every child shares the same Redis
+    upgrade(get_engine(settings.database_url))
+    argv = ["celery", "-A", "worker", "worker", "-E", "-l", args.loglevel, "-Q", "notifier"]
+    if not args.no_beat:
+        argv.append("-B")
+    if args.concurrency:
+        argv += ["-c", str(args.concurrency)]
+    os.execvp(sys.executable, [sys.executable, "-m", *argv])
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from notifier.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="notifier", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("init-db", help="create or upgrade our notifier_ tables (idempotent)").set_defaults(fn=cmd_init_db)
+    p = sub.add_parser("schedule", help="schedule a fallback check for a visitor message")
+    p.add_argument("dialog_id", type=int)
+    p.add_argument("message_id", type=int)
+    p.set_defaults(fn=cmd_schedule)
+    p = sub.add_parser("status", help="pending checks, recent decisions, deliveries")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(fn=cmd_status)
+    p = sub.add_parser("worker", help="run the Celery worker (with beat) on the configured or embedded services")
+    p.add_argument("--no-beat", action="store_true", help="run beat elsewhere (one beat per deployment is enough)")
+    p.add_argument("--concurrency", type=int, default=0)
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(fn=cmd_worker)
+    p = sub.add_parser("demo", help="the whole story on this machine, with no configuration")
+    p.add_argument("--keep", action="store_true", help="keep the demo folder")
+    p.set_defaults(fn=cmd_demo)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.fn(args))
+    except NotifierError as exc:
+        print(f"notifier: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

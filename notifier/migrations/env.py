@@ -1,0 +1,26 @@
+"""Alembic environment for our tables only; the version table is ours too."""
+
+from alembic import context
+
+from notifier.models import metadata
+
+VERSION_TABLE = "notifier_alembic_version"
+
+
+def _include(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
+    # Never look at (or propose dropping) the host's tables.
+    return not (type_ == "table" and not str(name).startswith("notifier_"))
+
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("run migrations through notifier.migrate.upgrade()")
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    version_table=VERSION_TABLE,
+    include_object=_include,
+    render_as_batch=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,109 @@
+"""Our own tables (prefix `notifier_`), beside the host's; their history lives in notifier/migrations.
+
+Times are stored as UTC epoch seconds (double precision): one representation on SQLite and PostgreSQL,
+and immune to the host's mix of naive-UTC and Moscow timestamps.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+team_members = Table(
+    "notifier_team_members",
+    metadata,
+    Column("owner_id", Integer, primary_key=True),
+    Column("user_id", Integer, primary_key=True),
+    Column("created_at", Double, nullable=False),
+)
+
+preferences = Table(
+    "notifier_preferences",
+    metadata,
+    Column("manager_id", Integer, primary_key=True),
+    Column("language", String(8), nullable=True),
+    Column("updated_at", Double, nullable=False),
+)
+
+read_pointers = Table(
+    "notifier_read_pointers",
+    metadata,
+    Column("dialog_id", Integer, primary_key=True),
+    Column("manager_id", Integer, primary_key=True),
+    Column("message_id", Integer, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+push_subscriptions = Table(
+    "notifier_push_subscriptions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("manager_id", Integer, nullable=False, index=True),
+    Column("endpoint", String(2048), nullable=False, unique=True),
+    Column("p256dh", String(128), nullable=False),
+    Column("auth", String(64), nullable=False),
+    Column("user_agent", String(512), nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+decisions = Table(
+    "notifier_decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dialog_id", Integer, nullable=False),
+    Column("manager_id", Integer, nullable=True),
+    Column("action", String(16), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("channel", String(16), nullable=True),
+    Column("burst_floor", Integer, nullable=False, default=0),
+    Column("first_message_id", Integer, nullable=True),
+    Column("last_message_id", Integer, nullable=True),
+    Column("created_at", Double, nullable=False),
+    Index("ix_notifier_decisions_dialog_id_id", "dialog_id", "id"),
+    Index("ix_notifier_decisions_created_at", "created_at"),
+)
+
+deliveries = Table(
+    "notifier_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dialog_id", Integer, nullable=False),
+    Column("manager_id", Integer, nullable=False),
+    Column("channel", String(16), nullable=False),
+    # '' for email; the push subscription id for push, one ledger row per browser.
+    Column("target", String(64), nullable=False, default=""),
+    Column("burst_floor", Integer, nullable=False),
+    Column("first_message_id", Integer, nullable=False),
+    Column("last_message_id", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    # PENDING: not retried before `not_before`; re-enqueued by the sweeper once `lease_until` passes.
+    # SENDING: the worker's claim expires at `lease_until`, then another worker may take it over.
+    Column("not_before", Double, nullable=True),
+    Column("lease_until", Double, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("message_ref", String(255), nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("sent_at", Double, nullable=True),
+    UniqueConstraint("dialog_id", "manager_id", "channel", "target", "burst_floor", name="uq_notifier_delivery_key"),
+    Index("ix_notifier_deliveries_status_lease", "status", "lease_until"),
+)

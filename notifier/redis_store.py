@@ -1,0 +1,217 @@
+"""Everything we keep in Redis: pending checks, the dispatch lease, presence. Scripts run in one round trip.
+
+Keys (all under `notifier:`):
+- `pending`  zset dialog_id -> due time (epoch s). Coalescing: the first message of a burst sets it (NX).
+- `inflight` zset dialog_id -> lease expiry; a check popped by a dispatcher but not finished yet. An
+  expired lease puts the dialog back into `pending`, so a killed worker loses nothing.
+- `first`    hash dialog_id -> when the burst's first message was scheduled (for the email escalation).
+- `latest`   hash dialog_id -> newest message id scheduled (forward only).
+- `presence:admin` zset "manager:dialog" (or "manager:-") -> expiry; `presence:site` zset dialog -> expiry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+import redis
+
+from notifier.config import DEFAULT_REDIS_URL, Settings
+
+log = logging.getLogger(__name__)
+
+PREFIX = "notifier:"
+PENDING = PREFIX + "pending"
+INFLIGHT = PREFIX + "inflight"
+FIRST = PREFIX + "first"
+LATEST = PREFIX + "latest"
+PRESENCE_ADMIN = PREFIX + "presence:admin"
+PRESENCE_SITE = PREFIX + "presence:site"
+
+SCHEDULE_LUA = """
+local cur = redis.call('HGET', KEYS[3], ARGV[1])
+if (not cur) or tonumber(cur) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[3], ARGV[1], ARGV[2]) end
+redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
+return redis.call('ZADD', KEYS[1], 'NX', tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[1])
+"""
+
+# Expired leases go back to pending first, then due members move to inflight with a fresh lease;
+# one script, so two dispatchers can never pop the same dialog.
+DISPATCH_LUA = """
+local now = tonumber(ARGV[1])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(expired) do
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('ZADD', KEYS[1], 'LT', now, m)
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), m)
+end
+return due
+"""
+
+# A finished check: drop the lease; schedule the recheck (earliest wins); or, when nothing is left to do,
+# forget the burst, unless a newer message is already pending, whose burst then begins at its own time.
+FINISH_LUA = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[2] ~= '' then
+  redis.call('ZADD', KEYS[1], 'LT', tonumber(ARGV[2]), ARGV[1])
+  return 1
+end
+local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if due then
+  redis.call('HSET', KEYS[3], ARGV[1], tonumber(due) - tonumber(ARGV[3]))
+else
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[4], ARGV[1])
+end
+return 0
+"""
+
+
+def _probe(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=0.3, socket_connect_timeout=0.3)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+_resolved: dict[tuple[str | None, str], str] = {}
+_resolve_lock = threading.Lock()
+
+
+def resolve_url(settings: Settings) -> str:
+    """NOTIFIER_REDIS_URL if set; else a Redis at localhost:6379 if one answers; else the embedded one."""
+    if settings.redis_url:
+        return settings.redis_url
+    key = (settings.redis_url, str(settings.redis_embedded_dir))
+    with _resolve_lock:
+        if key not in _resolved:
+            if _probe(DEFAULT_REDIS_URL):
+                _resolved[key] = DEFAULT_REDIS_URL
+            else:
+                from notifier import embedded_redis
+
+                _resolved[key] = embedded_redis.ensure_running(settings.redis_embedded_dir)
+                log.info("no redis at %s: using the embedded server", DEFAULT_REDIS_URL)
+        return _resolved[key]
+
+
+def broker_url(redis_url: str) -> str:
+    """Celery/kombu spell a unix socket `redis+socket://`."""
+    if redis_url.startswith("unix://"):
+        return "redis+socket://" + redis_url[len("unix://") :]
+    return redis_url
+
+
+_clients: dict[tuple[int, str], redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(url: str, timeout: float = 1.0) -> redis.Redis:
+    """One connection pool per process and URL, with explicit timeouts so nobody hangs on a dead Redis."""
+    key = (os.getpid(), url)
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = redis.Redis.from_url(
+                    url,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=timeout,
+                    health_check_interval=30,
+                    decode_responses=True,
+                )
+                _clients[key] = client
+    return client
+
+
+def reset_clients() -> None:
+    with _clients_lock:
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
+    with _resolve_lock:
+        _resolved.clear()
+
+
+@dataclass
+class Store:
+    """Typed operations on our keys; cheap to build, holds only the client and the loaded scripts."""
+
+    r: redis.Redis
+
+    def __post_init__(self) -> None:
+        self._schedule = self.r.register_script(SCHEDULE_LUA)
+        self._dispatch = self.r.register_script(DISPATCH_LUA)
+        self._finish = self.r.register_script(FINISH_LUA)
+
+    def schedule(self, dialog_id: int, message_id: int, seen_at: float, grace: float) -> bool:
+        """Returns True when this call opened a new pending check, False when it coalesced."""
+        added = self._schedule(keys=[PENDING, FIRST, LATEST], args=[dialog_id, message_id, seen_at, grace])
+        return bool(added)
+
+    def dispatch(self, now: float, limit: int, lease: float) -> list[int]:
+        return [int(m) for m in self._dispatch(keys=[PENDING, INFLIGHT], args=[now, limit, lease])]
+
+    def finish(self, dialog_id: int, recheck_at: float | None, grace: float) -> None:
+        args = [dialog_id, "" if recheck_at is None else repr(recheck_at), grace]
+        self._finish(keys=[PENDING, INFLIGHT, FIRST, LATEST], args=args)
+
+    def burst_started_at(self, dialog_id: int) -> float | None:
+        raw = self.r.hget(FIRST, str(dialog_id))
+        return float(raw) if raw is not None else None
+
+    def pending(self, limit: int = 50) -> list[tuple[int, float]]:
+        return [(int(m), float(s)) for m, s in self.r.zrange(PENDING, 0, limit - 1, withscores=True)]
+
+    def counts(self) -> dict[str, int]:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zcard(PENDING)
+        pipe.zcard(INFLIGHT)
+        pending, inflight = pipe.execute()
+        return {"pending": int(pending), "inflight": int(inflight)}
+
+    # Presence: one expiring zset member per connection kind; counts come from ZCOUNT over live scores.
+    def touch_admin(self, manager_id: int, dialog_id: int | None, now: float, ttl: float) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(PRESENCE_ADMIN, {_admin_member(manager_id, dialog_id): now + ttl})
+        pipe.zremrangebyscore(PRESENCE_ADMIN, "-inf", now)
+        pipe.execute()
+
+    def leave_admin(self, manager_id: int, dialog_id: int | None) -> None:
+        self.r.zrem(PRESENCE_ADMIN, _admin_member(manager_id, dialog_id))
+
+    def touch_site(self, dialog_id: int, now: float, ttl: float) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(PRESENCE_SITE, {str(dialog_id): now + ttl})
+        pipe.zremrangebyscore(PRESENCE_SITE, "-inf", now)
+        pipe.execute()
+
+    def leave_site(self, dialog_id: int) -> None:
+        self.r.zrem(PRESENCE_SITE, str(dialog_id))
+
+    def connection_counts(self, now: float) -> tuple[int, int]:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zcount(PRESENCE_ADMIN, f"({now}", "+inf")
+        pipe.zcount(PRESENCE_SITE, f"({now}", "+inf")
+        admin, site = pipe.execute()
+        return int(admin), int(site)
+
+    def online_on_dialog(self, manager_ids: list[int], dialog_id: int, now: float) -> set[int]:
+        if not manager_ids:
+            return set()
+        scores = self.r.zmscore(PRESENCE_ADMIN, [_admin_member(m, dialog_id) for m in manager_ids])
+        return {m for m, s in zip(manager_ids, scores, strict=True) if s is not None and float(s) > now}
+
+
+def _admin_member(manager_id: int, dialog_id: int | None) -> str:
+    return f"{manager_id}:{'-' if dialog_id is None else dialog_id}"

@@ -1,0 +1,233 @@
+"""Turn an unread-message burst into email and Web Push content.
+
+Public: `MessageView`, `RenderContext`, `RenderedEmail`, `RenderedPush`, `Renderer`, `default_templates_dir`.
+Every word a manager reads comes from `templates/<email|push>/<lang>/`; this module only cleans,
+cuts and counts values, so a translator never has to touch Python.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
+
+LANGUAGES = ("ru", "en")
+DEFAULT_LANGUAGE = "ru"
+MAX_SHOWN = 10
+MESSAGE_LIMIT = 500
+NAME_LIMIT = 100
+SUBJECT_LIMIT = 150
+PREVIEW_LIMIT = 140
+PUSH_TITLE_LIMIT = 100
+PUSH_BODY_LIMIT = 200
+PUSH_PAYLOAD_LIMIT = 3000  # Web Push caps the *encrypted* record at 4096 bytes; leave room for its overhead
+ELLIPSIS = "…"
+
+# C0/C1 controls, DEL, Unicode line/paragraph separators and bidi overrides (the latter can spoof
+# a subject line in the inbox list). Any of them in a header is either injection or garbage.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Message bodies keep \n and \t; everything else control-like becomes a space.
+_TEXT_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # lone surrogates cannot be encoded as UTF-8
+_REGIONAL = re.compile("[\U0001F1E6-\U0001F1FF]")  # flag halves
+_ZWJ = "\u200d"
+
+
+@dataclass(frozen=True)
+class MessageView:
+    id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    dialog_id: int
+    language: str
+    recipient_name: str | None
+    visitor_name: str | None
+    site_name: str | None
+    messages: tuple[MessageView, ...]  # oldest first
+    dialog_url: str
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True)
+class RenderedPush:
+    title: str
+    body: str
+    url: str
+    dialog_id: int
+    tag: str
+
+    def payload(self) -> bytes:
+        """Compact UTF-8 JSON, never above PUSH_PAYLOAD_LIMIT bytes: the body gives way first."""
+        data: dict[str, str | int] = {
+            "title": self.title, "body": self.body, "url": self.url, "dialog_id": self.dialog_id, "tag": self.tag
+        }
+        # Body gives way first; title and URL only for hand-built pushes (Renderer keeps them short).
+        for key in ("body", "title", "url"):
+            if len(_dump(data)) <= PUSH_PAYLOAD_LIMIT:
+                break
+            original, data[key] = str(data[key]), ""
+            data[key] = "#" if key == "url" else _fit_bytes(original, PUSH_PAYLOAD_LIMIT - len(_dump(data)))
+        return _dump(data)
+
+
+def default_templates_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "templates"
+
+
+class Renderer:
+    def __init__(self, templates_dir: Path | None = None) -> None:
+        loader = FileSystemLoader(templates_dir or default_templates_dir())
+        # StrictUndefined: a typo in a template must fail the test suite, not mail an empty greeting.
+        self._html = Environment(
+            loader=loader, autoescape=select_autoescape(("html",), default=True),
+            undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        )
+        self._text = Environment(
+            loader=loader, autoescape=False, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
+        )
+        for env in (self._html, self._text):
+            env.filters["ru_plural"] = ru_plural
+        self._html.filters["nl2br"] = nl2br
+
+    def email(self, ctx: RenderContext) -> RenderedEmail:
+        lang, values = _values(ctx)
+        values["messages"] = tuple(
+            MessageView(m.id, truncate(_clean_text(m.text), MESSAGE_LIMIT)) for m in ctx.messages[-MAX_SHOWN:]
+        )
+        subject = self._text.get_template(f"email/{lang}/subject.txt").render(values)
+        return RenderedEmail(
+            subject=truncate(one_line(subject), SUBJECT_LIMIT),
+            text=self._text.get_template(f"email/{lang}/body.txt").render(values) + "\n",
+            html=self._html.get_template(f"email/{lang}/body.html").render(values),
+        )
+
+    def push(self, ctx: RenderContext) -> RenderedPush:
+        lang, values = _values(ctx)
+        title = self._text.get_template(f"push/{lang}/title.txt").render(values)
+        body = self._text.get_template(f"push/{lang}/body.txt").render(values)
+        return RenderedPush(
+            title=truncate(one_line(title), PUSH_TITLE_LIMIT),
+            body=truncate(one_line(body), PUSH_BODY_LIMIT),
+            url=safe_url(ctx.dialog_url),
+            dialog_id=ctx.dialog_id,
+            tag=f"dialog-{ctx.dialog_id}",
+        )
+
+
+def _values(ctx: RenderContext) -> tuple[str, dict[str, object]]:
+    """Language plus the template variables shared by every template (StrictUndefined: all always set)."""
+    lang = ctx.language.strip().lower().replace("_", "-").split("-")[0] if ctx.language else ""
+    lang = lang if lang in LANGUAGES else DEFAULT_LANGUAGE
+    latest = _clean_text(ctx.messages[-1].text) if ctx.messages else ""
+    total = len(ctx.messages)
+    return lang, {
+        "lang": lang,
+        "recipient_name": _name(ctx.recipient_name),
+        "visitor_name": _name(ctx.visitor_name),  # "" -> the template's own "Посетитель"/"Visitor"
+        "site_name": _name(ctx.site_name),
+        "total": total,
+        "hidden": max(0, total - MAX_SHOWN),
+        "latest": latest,
+        "preview": truncate(one_line(latest), PREVIEW_LIMIT),
+        "dialog_url": safe_url(ctx.dialog_url),
+    }
+
+
+def _dump(data: dict[str, str | int]) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _fit_bytes(text: str, budget: int) -> str:
+    """Longest `truncate(text, n)` whose JSON-escaped UTF-8 size fits `budget`; size grows with n: bisect."""
+    def size(s: str) -> int:
+        return len(json.dumps(s, ensure_ascii=False).encode("utf-8")) - 2
+
+    best, lo, hi = "", 1, len(text)
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        candidate = truncate(text, mid)
+        if size(candidate) <= budget:
+            best, lo = candidate, mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def _name(value: str | None) -> str:
+    return truncate(one_line(value), NAME_LIMIT) if value else ""
+
+
+def _clean_text(text: str) -> str:
+    text = _SURROGATE.sub("\ufffd", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\u2028", "\n").replace("\u2029", "\n\n")
+    return _TEXT_CONTROL.sub(" ", text).strip()
+
+
+def one_line(text: str) -> str:
+    """Header-safe: every control/separator becomes a space, runs of whitespace collapse."""
+    return " ".join(_CONTROL.sub(" ", _SURROGATE.sub("\ufffd", text)).split())
+
+
+def _attaches_to_previous(ch: str) -> bool:
+    """Combining marks, variation selectors, ZWJ, skin tones, tag chars: never start a cut-off tail."""
+    cp = ord(ch)
+    return (
+        unicodedata.category(ch) in ("Mn", "Mc", "Me")
+        or ch == _ZWJ
+        or 0xFE00 <= cp <= 0xFE0F or 0xE0100 <= cp <= 0xE01EF
+        or 0x1F3FB <= cp <= 0x1F3FF or 0xE0020 <= cp <= 0xE007F
+    )
+
+
+def truncate(text: str, limit: int) -> str:
+    """At most `limit` characters, ending with "…" if cut; cuts only between whole graphemes (best effort)."""
+    if len(text) <= limit:
+        return text
+    cut = max(limit - 1, 0)
+    while cut > 0 and (_attaches_to_previous(text[cut]) or text[cut - 1] == _ZWJ):
+        cut -= 1
+    # A flag is a pair of regional indicators: an odd count before the cut would split one.
+    run = 0
+    while run < cut and _REGIONAL.match(text[cut - 1 - run]):
+        run += 1
+    if run % 2 and _REGIONAL.match(text[cut]):
+        cut -= 1
+    return text[:cut].rstrip() + ELLIPSIS
+
+
+def safe_url(url: str) -> str:
+    """Only absolute http(s) URLs may reach an href or a push click; anything else becomes "#"."""
+    url = url.strip()
+    if _CONTROL.search(url) or _SURROGATE.search(url) or any(c.isspace() for c in url):
+        return "#"
+    parts = urlsplit(url)
+    return url if parts.scheme.lower() in ("http", "https") and parts.netloc else "#"
+
+
+def ru_plural(n: int, one: str, few: str, many: str) -> str:
+    """Russian plural form: 1 сообщение, 2-4 сообщения, 5-20 сообщений, 21 сообщение, 11-14 сообщений."""
+    if n % 10 == 1 and n % 100 != 11:
+        return one
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return few
+    return many
+
+
+def nl2br(text: str) -> Markup:
+    """Escape first, then turn line breaks into <br>; the result is Markup so Jinja will not re-escape it."""
+    return Markup("<br>\n").join(escape(text).splitlines())

@@ -1,0 +1,72 @@
+"""Per-process resources, created on first use after the worker forks: engine, Redis, renderer, channels."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+
+from notifier.config import Settings, get_settings
+from notifier.db import get_engine
+from notifier.enums import Channel
+from notifier.redis_store import Store, client_for, resolve_url
+
+if TYPE_CHECKING:
+    from notifier.channels.base import Sender
+    from notifier.render import Renderer
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    store: Store
+    _renderer: Renderer | None = None
+    _senders: dict[Channel, Sender] = field(default_factory=dict)
+
+    @property
+    def push_enabled(self) -> bool:
+        return bool(self.settings.vapid_private_key)
+
+    def renderer(self) -> Renderer:
+        if self._renderer is None:
+            from notifier.render import Renderer
+
+            self._renderer = Renderer(self.settings.templates_dir)
+        return self._renderer
+
+    def sender(self, channel: Channel) -> Sender:
+        if channel not in self._senders:
+            from notifier.channels import build_sender
+
+            self._senders[channel] = build_sender(channel, self.settings)
+        return self._senders[channel]
+
+    def close(self) -> None:
+        for sender in self._senders.values():
+            sender.close()
+        self._senders.clear()
+
+
+def build_runtime(settings: Settings | None = None) -> Runtime:
+    settings = settings or get_settings()
+    return Runtime(settings, get_engine(settings.database_url), Store(client_for(resolve_url(settings), timeout=5.0)))
+
+
+_runtime: tuple[int, Runtime] | None = None
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    if _runtime is None or _runtime[0] != os.getpid():
+        _runtime = (os.getpid(), build_runtime())
+    return _runtime[1]
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    global _runtime
+    if _runtime is not None and runtime is not _runtime[1]:
+        _runtime[1].close()
+    _runtime = None if runtime is None else (os.getpid(), runtime)

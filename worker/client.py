@@ -1,0 +1,170 @@
+"""The light API that host processes import: schedule a fallback, move read pointers, report presence.
+
+Importing this module pulls in redis, SQLAlchemy and our config only: no Celery tasks, SMTP, push or
+template code. Nothing connects at import time; the first call does.
+
+    from worker import client
+    client.schedule_fallback(dialog_id, message_id)      # after committing a visitor message
+    client.mark_read(dialog_id, manager_id, message_id)  # when a manager views the dialog
+    client.presence.touch(manager_id, dialog_id)         # on admin connect and on every heartbeat
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from notifier import readstate
+from notifier.config import Settings, get_settings
+from notifier.db import get_engine
+from notifier.readstate import check_id
+from notifier.redis_store import SCHEDULE_LUA, Store, client_for, resolve_url
+
+__all__ = [
+    "schedule_fallback",
+    "aschedule_fallback",
+    "mark_read",
+    "amark_read",
+    "presence",
+    "add_team_member",
+    "remove_team_member",
+    "set_language",
+    "stats",
+]
+
+log = logging.getLogger(__name__)
+
+# Counters a host can export to its metrics; failures here mean the reconciler will have to catch up.
+stats: dict[str, int] = {"scheduled": 0, "coalesced": 0, "schedule_failures": 0, "presence_failures": 0}
+
+_local = threading.local()
+_async_clients: dict[tuple[int, int], Any] = {}
+
+
+def _store() -> Store:
+    store: Store | None = getattr(_local, "store", None)
+    if store is None or getattr(_local, "pid", None) != os.getpid():
+        settings = get_settings()
+        store = Store(client_for(resolve_url(settings)))
+        _local.store, _local.pid = store, os.getpid()
+    return store
+
+
+def _record(added: bool) -> bool:
+    stats["scheduled" if added else "coalesced"] += 1
+    return True
+
+
+def _failed(dialog_id: int, message_id: int, exc: BaseException) -> bool:
+    stats["schedule_failures"] += 1
+    log.warning(
+        "schedule failed dialog=%s message=%s reason=redis_unavailable error=%s; the reconciler will catch it",
+        dialog_id, message_id, type(exc).__name__,
+    )
+    return False
+
+
+def schedule_fallback(dialog_id: int, message_id: int) -> bool:
+    """Open (or coalesce into) the dialog's pending check. One Redis round trip; never raises for an outage.
+
+    Returns True when Redis took it, False when it could not (logged and counted).
+    """
+    check_id("dialog_id", dialog_id)
+    check_id("message_id", message_id)
+    settings = get_settings()
+    try:
+        return _record(_store().schedule(dialog_id, message_id, time.time(), settings.grace_seconds))
+    except (redis.RedisError, OSError) as exc:
+        return _failed(dialog_id, message_id, exc)
+
+
+async def aschedule_fallback(dialog_id: int, message_id: int) -> bool:
+    """`schedule_fallback` for asyncio hosts: the same script, on an asyncio Redis client per event loop."""
+    check_id("dialog_id", dialog_id)
+    check_id("message_id", message_id)
+    settings = get_settings()
+    try:
+        script = _async_script(settings)
+        from notifier.redis_store import FIRST, LATEST, PENDING
+
+        added = await script(keys=[PENDING, FIRST, LATEST], args=[dialog_id, message_id, time.time(), settings.grace_seconds])
+        return _record(bool(added))
+    except (redis.RedisError, OSError) as exc:
+        return _failed(dialog_id, message_id, exc)
+
+
+def _async_script(settings: Settings) -> Any:
+    key = (os.getpid(), id(asyncio.get_running_loop()))
+    script = _async_clients.get(key)
+    if script is None:
+        client = redis.asyncio.Redis.from_url(
+            resolve_url(settings), socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
+        )
+        script = _async_clients[key] = client.register_script(SCHEDULE_LUA)
+    return script
+
+
+def mark_read(dialog_id: int, manager_id: int, message_id: int) -> None:
+    """The manager has read the dialog up to `message_id` (pointers only move forward)."""
+    readstate.mark_read(get_engine(get_settings().database_url), dialog_id, manager_id, message_id)
+
+
+async def amark_read(dialog_id: int, manager_id: int, message_id: int) -> None:
+    await asyncio.to_thread(mark_read, dialog_id, manager_id, message_id)
+
+
+def add_team_member(owner_id: int, user_id: int) -> None:
+    readstate.add_team_member(get_engine(get_settings().database_url), owner_id, user_id)
+
+
+def remove_team_member(owner_id: int, user_id: int) -> None:
+    readstate.remove_team_member(get_engine(get_settings().database_url), owner_id, user_id)
+
+
+def set_language(manager_id: int, language: str | None) -> None:
+    readstate.set_language(get_engine(get_settings().database_url), manager_id, language)
+
+
+class Presence:
+    """Who is connected, shared by every API process through Redis; entries expire without heartbeats."""
+
+    def _guard(self, what: str, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except (redis.RedisError, OSError) as exc:
+            stats["presence_failures"] += 1
+            log.warning("presence %s failed error=%s", what, type(exc).__name__)
+
+    def touch(self, manager_id: int, dialog_id: int | None = None) -> None:
+        check_id("manager_id", manager_id)
+        if dialog_id is not None:
+            check_id("dialog_id", dialog_id)
+        ttl = get_settings().presence_ttl_seconds
+        self._guard("touch", _store().touch_admin, manager_id, dialog_id, time.time(), ttl)
+
+    def leave(self, manager_id: int, dialog_id: int | None = None) -> None:
+        check_id("manager_id", manager_id)
+        self._guard("leave", _store().leave_admin, manager_id, dialog_id)
+
+    def touch_site(self, dialog_id: int) -> None:
+        check_id("dialog_id", dialog_id)
+        self._guard("touch_site", _store().touch_site, dialog_id, time.time(), get_settings().presence_ttl_seconds)
+
+    def leave_site(self, dialog_id: int) -> None:
+        check_id("dialog_id", dialog_id)
+        self._guard("leave_site", _store().leave_site, dialog_id)
+
+    def connection_stats(self) -> dict[str, dict[str, int]]:
+        """Like the host's stats endpoint, but counted across every process."""
+        admin, site = _store().connection_counts(time.time())
+        return {"connection_details": {"admin_connections": admin, "site_connections": site}}
+
+
+presence = Presence()
