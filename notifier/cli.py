@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--loglevel", default="info")
     p.set_defaults(fn=cmd_worker)
     p = sub.add_parser("demo", help="the whole story on this machine, with no configuration")
-    p.add_argument("--keep", action="store_true", help="keep the demo folder")
+    p.add_argument("--keep", action="store_true", help="keep the embedded Redis data too (mail and database are kept)")
     p.set_defaults(fn=cmd_demo)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

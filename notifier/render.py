@@ -12,6 +12,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -26,6 +27,7 @@ SUBJECT_LIMIT = 150
 PREVIEW_LIMIT = 140
 PUSH_TITLE_LIMIT = 100
 PUSH_BODY_LIMIT = 200
+PUSH_URL_LIMIT = 1800  # bytes
 PUSH_PAYLOAD_LIMIT = 3000  # Web Push caps the *encrypted* record at 4096 bytes; leave room for its overhead
 ELLIPSIS = "…"
 
@@ -35,8 +37,10 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069
 # Message bodies keep \n and \t; everything else control-like becomes a space.
 _TEXT_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _SURROGATE = re.compile("[\ud800-\udfff]")  # lone surrogates cannot be encoded as UTF-8
-_REGIONAL = re.compile("[\U0001F1E6-\U0001F1FF]")  # flag halves
+_REGIONAL = re.compile("[\U0001f1e6-\U0001f1ff]")  # flag halves
 _ZWJ = "\u200d"
+# Besides combining marks (category M, incl. variation selectors): ZWJ, skin tones, emoji tag chars.
+_ATTACHING = re.compile("[\u200d\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f]")
 
 
 @dataclass(frozen=True)
@@ -72,16 +76,17 @@ class RenderedPush:
     tag: str
 
     def payload(self) -> bytes:
-        """Compact UTF-8 JSON, never above PUSH_PAYLOAD_LIMIT bytes: the body gives way first."""
+        """Compact UTF-8 JSON, never above PUSH_PAYLOAD_LIMIT bytes: only the body gives way."""
+        # Capping the other fields (a no-op for Renderer output) bounds them at ~2.8 KB even in the
+        # worst case, so the body always has room left; a URL past ~2 KB is broken in browsers anyway.
         data: dict[str, str | int] = {
-            "title": self.title, "body": self.body, "url": self.url, "dialog_id": self.dialog_id, "tag": self.tag
+            "title": truncate(self.title, PUSH_TITLE_LIMIT),
+            "body": "",
+            "url": self.url if _json_size(self.url) <= PUSH_URL_LIMIT else "#",
+            "dialog_id": self.dialog_id,
+            "tag": self.tag[:64],
         }
-        # Body gives way first; title and URL only for hand-built pushes (Renderer keeps them short).
-        for key in ("body", "title", "url"):
-            if len(_dump(data)) <= PUSH_PAYLOAD_LIMIT:
-                break
-            original, data[key] = str(data[key]), ""
-            data[key] = "#" if key == "url" else _fit_bytes(original, PUSH_PAYLOAD_LIMIT - len(_dump(data)))
+        data["body"] = _fit_bytes(self.body, PUSH_PAYLOAD_LIMIT - len(_dump(data)))
         return _dump(data)
 
 
@@ -92,14 +97,10 @@ def default_templates_dir() -> Path:
 class Renderer:
     def __init__(self, templates_dir: Path | None = None) -> None:
         loader = FileSystemLoader(templates_dir or default_templates_dir())
-        # StrictUndefined: a typo in a template must fail the test suite, not mail an empty greeting.
-        self._html = Environment(
-            loader=loader, autoescape=select_autoescape(("html",), default=True),
-            undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-        )
-        self._text = Environment(
-            loader=loader, autoescape=False, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
-        )
+        # StrictUndefined: a typo in a template must fail the tests, not mail an empty greeting.
+        opts: dict[str, Any] = {"undefined": StrictUndefined, "trim_blocks": True, "lstrip_blocks": True}
+        self._html = Environment(loader=loader, autoescape=select_autoescape(("html",), default=True), **opts)
+        self._text = Environment(loader=loader, autoescape=False, **opts)  # subject/text/push: no "&amp;"
         for env in (self._html, self._text):
             env.filters["ru_plural"] = ru_plural
         self._html.filters["nl2br"] = nl2br
@@ -152,16 +153,20 @@ def _dump(data: dict[str, str | int]) -> bytes:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _fit_bytes(text: str, budget: int) -> str:
-    """Longest `truncate(text, n)` whose JSON-escaped UTF-8 size fits `budget`; size grows with n: bisect."""
-    def size(s: str) -> int:
-        return len(json.dumps(s, ensure_ascii=False).encode("utf-8")) - 2
+def _json_size(text: str) -> int:
+    """Bytes `text` takes inside the compact UTF-8 JSON (escapes included, quotes not)."""
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8")) - 2
 
-    best, lo, hi = "", 1, len(text)
+
+def _fit_bytes(text: str, budget: int) -> str:
+    """Longest `truncate(text, n)` whose JSON size fits `budget`; that size grows with n, so bisect."""
+    if _json_size(text) <= budget:
+        return text
+    best, lo, hi = "", 1, len(text) - 1
     while lo <= hi:
         mid = (lo + hi) // 2
         candidate = truncate(text, mid)
-        if size(candidate) <= budget:
+        if _json_size(candidate) <= budget:
             best, lo = candidate, mid + 1
         else:
             hi = mid - 1
@@ -184,14 +189,8 @@ def one_line(text: str) -> str:
 
 
 def _attaches_to_previous(ch: str) -> bool:
-    """Combining marks, variation selectors, ZWJ, skin tones, tag chars: never start a cut-off tail."""
-    cp = ord(ch)
-    return (
-        unicodedata.category(ch) in ("Mn", "Mc", "Me")
-        or ch == _ZWJ
-        or 0xFE00 <= cp <= 0xFE0F or 0xE0100 <= cp <= 0xE01EF
-        or 0x1F3FB <= cp <= 0x1F3FF or 0xE0020 <= cp <= 0xE007F
-    )
+    """A char that belongs to the one before it must never be the first one cut off."""
+    return unicodedata.category(ch).startswith("M") or _ATTACHING.match(ch) is not None
 
 
 def truncate(text: str, limit: int) -> str:
@@ -215,7 +214,10 @@ def safe_url(url: str) -> str:
     url = url.strip()
     if _CONTROL.search(url) or _SURROGATE.search(url) or any(c.isspace() for c in url):
         return "#"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket; a bad link must not stop the notification
+        return "#"
     return url if parts.scheme.lower() in ("http", "https") and parts.netloc else "#"
 
 

@@ -1,4 +1,4 @@
-"""The Celery app. Configuration is applied lazily (on_configure), when Celery first reads it.
+"""The Celery app. Configuration is computed lazily (add_defaults), when Celery first reads it.
 
 Settings chosen for tasks that take seconds, not minutes (see README "Operations"):
 late acks and reject-on-worker-lost so a killed worker's task comes back; prefetch of one; a visibility
@@ -22,11 +22,11 @@ VISIBILITY_TIMEOUT = 900  # > max Celery countdown (300 s) + task time limit, so
 MAX_CELERY_COUNTDOWN = 300
 
 
-def _configure(app: Celery, **_: Any) -> None:
+def _config() -> dict[str, Any]:
     settings = get_settings()
     url = broker_url(resolve_url(settings))
     interval = settings.dispatch_interval_seconds
-    app.conf.update(
+    return dict(
         broker_url=url,
         result_backend=None,
         task_ignore_result=True,
@@ -63,4 +63,4 @@ def _configure(app: Celery, **_: Any) -> None:
 
 
 app = Celery("notifier", include=["worker.tasks"], set_as_current=False)
-app.on_configure.connect(_configure)
+app.add_defaults(_config)  # evaluated when Celery first reads its configuration, not at import

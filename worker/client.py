@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 import redis
@@ -45,15 +46,16 @@ log = logging.getLogger(__name__)
 stats: dict[str, int] = {"scheduled": 0, "coalesced": 0, "schedule_failures": 0, "presence_failures": 0}
 
 _local = threading.local()
-_async_clients: dict[tuple[int, int], Any] = {}
+# One asyncio client per event loop (a client is bound to the loop it was made on).
+_async_scripts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, Any]] = weakref.WeakKeyDictionary()
 
 
 def _store() -> Store:
+    settings = get_settings()
     store: Store | None = getattr(_local, "store", None)
-    if store is None or getattr(_local, "pid", None) != os.getpid():
-        settings = get_settings()
+    if store is None or _local.key != (os.getpid(), id(settings)):
         store = Store(client_for(resolve_url(settings)))
-        _local.store, _local.pid = store, os.getpid()
+        _local.store, _local.key = store, (os.getpid(), id(settings))
     return store
 
 
@@ -101,14 +103,14 @@ async def aschedule_fallback(dialog_id: int, message_id: int) -> bool:
 
 
 def _async_script(settings: Settings) -> Any:
-    key = (os.getpid(), id(asyncio.get_running_loop()))
-    script = _async_clients.get(key)
-    if script is None:
+    loop = asyncio.get_running_loop()
+    cached = _async_scripts.get(loop)
+    if cached is None or cached[0] != id(settings):
         client = redis.asyncio.Redis.from_url(
             resolve_url(settings), socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
         )
-        script = _async_clients[key] = client.register_script(SCHEDULE_LUA)
-    return script
+        cached = _async_scripts[loop] = (id(settings), client.register_script(SCHEDULE_LUA))
+    return cached[1]
 
 
 def mark_read(dialog_id: int, manager_id: int, message_id: int) -> None:
