@@ -56,11 +56,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         for r in rows:
             print(
                 f"  {_fmt_time(r.created_at)} dialog={r.dialog_id} manager={r.manager_id or '-'} "
-                f"{r.action} {r.channel or '-'} reason={r.reason} messages={r.first_message_id or '-'}..{r.last_message_id or '-'}"
+                f"{r.action} {r.channel or '-'} reason={r.reason} "
+                f"messages={r.first_message_id or '-'}..{r.last_message_id or '-'}"
             )
         print("\ndeliveries by channel and status:")
         grouped = conn.execute(
-            select(dl.c.channel, dl.c.status, func.count()).group_by(dl.c.channel, dl.c.status).order_by(dl.c.channel, dl.c.status)
+            select(dl.c.channel, dl.c.status, func.count())
+            .group_by(dl.c.channel, dl.c.status)
+            .order_by(dl.c.channel, dl.c.status)
         ).all()
         for channel, status, count in grouped:
             print(f"  {channel:8} {status:10} {count}")
@@ -70,7 +73,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         if failed:
             print("\nfailed deliveries:")
             for r in failed:
-                print(f"  #{r.id} dialog={r.dialog_id} manager={r.manager_id} {r.channel} attempts={r.attempts} error={r.last_error}")
+                print(
+                    f"  #{r.id} dialog={r.dialog_id} manager={r.manager_id} {r.channel} "
+                    f"attempts={r.attempts} error={r.last_error}"
+                )
     return 0
 
 

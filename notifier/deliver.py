@@ -34,7 +34,7 @@ class DeliveryOutcome:
 def backoff(attempt: int, retry_after: float | None, rng: random.Random | None = None) -> float:
     """Exponential with +-20% jitter, capped; a server's Retry-After wins when it asks for longer."""
     base = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempt - 1))
-    jittered = base * (rng or random).uniform(0.8, 1.2)
+    jittered: float = base * (rng or random).uniform(0.8, 1.2)
     return min(3600.0, max(jittered, retry_after or 0.0))
 
 
@@ -111,7 +111,9 @@ def run_delivery(rt: Runtime, delivery_id: int, now: float | None = None) -> Del
     return _send(rt, row, target, rendered, now)
 
 
-def _send(rt: Runtime, row: ledger.DeliveryRow, target: EmailTarget | PushTarget, rendered: object, now: float) -> DeliveryOutcome:
+def _send(
+    rt: Runtime, row: ledger.DeliveryRow, target: EmailTarget | PushTarget, rendered: object, now: float
+) -> DeliveryOutcome:
     try:
         result = rt.sender(row.channel).send(target, rendered)
     except SubscriptionGone as exc:

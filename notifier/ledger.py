@@ -108,7 +108,9 @@ def claim(engine: Engine, delivery_id: int, now: float) -> DeliveryRow | None:
         if res.rowcount != 1:
             return None
         r = conn.execute(select(d).where(d.c.id == delivery_id)).one()
-    return DeliveryRow(r.id, r.dialog_id, r.manager_id, Channel(r.channel), r.target, r.burst_floor, r.last_message_id, r.attempts)
+    return DeliveryRow(
+        r.id, r.dialog_id, r.manager_id, Channel(r.channel), r.target, r.burst_floor, r.last_message_id, r.attempts
+    )
 
 
 def _finish(engine: Engine, delivery_id: int, now: float, **values: object) -> None:

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
@@ -163,15 +164,16 @@ class Store:
         return [int(m) for m in self._dispatch(keys=[PENDING, INFLIGHT], args=[now, limit, lease])]
 
     def finish(self, dialog_id: int, recheck_at: float | None, grace: float) -> None:
-        args = [dialog_id, "" if recheck_at is None else repr(recheck_at), grace]
+        args: list[str | float] = [dialog_id, "" if recheck_at is None else repr(recheck_at), grace]
         self._finish(keys=[PENDING, INFLIGHT, FIRST, LATEST], args=args)
 
     def burst_started_at(self, dialog_id: int) -> float | None:
-        raw = self.r.hget(FIRST, str(dialog_id))
+        raw = cast(str | None, self.r.hget(FIRST, str(dialog_id)))
         return float(raw) if raw is not None else None
 
     def pending(self, limit: int = 50) -> list[tuple[int, float]]:
-        return [(int(m), float(s)) for m, s in self.r.zrange(PENDING, 0, limit - 1, withscores=True)]
+        rows = cast(list[tuple[str, float]], self.r.zrange(PENDING, 0, limit - 1, withscores=True))
+        return [(int(m), float(s)) for m, s in rows]
 
     def counts(self) -> dict[str, int]:
         pipe = self.r.pipeline(transaction=False)
@@ -209,7 +211,7 @@ class Store:
     def online_on_dialog(self, manager_ids: list[int], dialog_id: int, now: float) -> set[int]:
         if not manager_ids:
             return set()
-        scores = self.r.zmscore(PRESENCE_ADMIN, [_admin_member(m, dialog_id) for m in manager_ids])
+        scores = cast(list[float | None], self.r.zmscore(PRESENCE_ADMIN, [_admin_member(m, dialog_id) for m in manager_ids]))
         return {m for m, s in zip(manager_ids, scores, strict=True) if s is not None and float(s) > now}
 
 

@@ -102,7 +102,8 @@ class Host:
         with self.engine.begin() as conn:
             conn.execute(insert(host.dialogs).values(
                 id=id, user_id=owner_id, assistant_id=assistant_id, guest_id=f"guest-{id}", first_name=first_name,
-                last_name=last_name, started_at=dt.datetime(2026, 11, 26, 9, 0), ended_at=dt.datetime(2026, 11, 26, 10) if ended else None,
+                last_name=last_name, started_at=dt.datetime(2026, 11, 26, 9, 0),
+                ended_at=dt.datetime(2026, 11, 26, 10) if ended else None,
                 is_taken_over=is_taken_over, handoff_status=handoff_status, assigned_manager_id=assigned_manager_id,
             ))
         return id

@@ -24,7 +24,8 @@ OWNER, MEMBER, STRANGER, ADMIN = 1, 2, 9, 7
 def decisions(rt: Runtime, dialog_id: int = 100) -> list[tuple[int | None, str, str | None, str]]:
     d = models.decisions
     with rt.engine.connect() as conn:
-        rows = conn.execute(select(d.c.manager_id, d.c.action, d.c.channel, d.c.reason).where(d.c.dialog_id == dialog_id).order_by(d.c.id))
+        query = select(d.c.manager_id, d.c.action, d.c.channel, d.c.reason).where(d.c.dialog_id == dialog_id)
+        rows = conn.execute(query.order_by(d.c.id))
         return [tuple(r) for r in rows]  # type: ignore[misc]
 
 

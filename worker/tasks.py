@@ -34,7 +34,8 @@ def check_dialog(self: Task, dialog_id: int) -> dict[str, Any]:
     except OperationalError as exc:
         # Database unavailable: the inflight lease keeps the check safe; retry sooner than the lease.
         log.warning("check dialog=%s reason=database_unavailable retry", dialog_id)
-        raise self.retry(exc=exc, countdown=min(CHECK_LEASE / 3, backoff(self.request.retries + 1, None)), max_retries=None) from None
+        countdown = min(CHECK_LEASE / 3, backoff(self.request.retries + 1, None))
+        raise self.retry(exc=exc, countdown=countdown, max_retries=None) from None
     return {"deliveries": list(result.delivery_ids), "recheck_at": result.recheck_at}
 
 

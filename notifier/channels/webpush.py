@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NoReturn, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import http_ece
@@ -42,6 +42,7 @@ MAX_PAYLOAD = 3993  # RFC 8291 §4: one 4096-byte record = 86 header + plaintext
 _JWT_LIFETIME = 12 * 3600  # RFC 8292 caps exp at 24 h; half of that tolerates clock skew
 _JWT_REFRESH_MARGIN = 600  # re-sign this early so no request carries a token about to expire
 _B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+_HOSTNAME = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*")  # what DNS can resolve; urllib3 and WHATWG disagree on the rest
 _OPAQUE = re.compile(r"[A-Za-z0-9_\-+/=.~%]{24,}")  # tokens and ids a push service may echo back
 _KEY_VAR, _SUBJECT_VAR = "NOTIFIER_VAPID_PRIVATE_KEY", "NOTIFIER_VAPID_SUBJECT"
 
@@ -111,6 +112,8 @@ def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     if (ip := _ip(host)) is not None:
         # Private, link-local (cloud metadata), reserved, multicast: never, whatever the list says.
         return ip.is_global and not ip.is_multicast and host in allowed
+    if not _HOSTNAME.fullmatch(host):
+        return False
     return any(host.endswith(entry[1:]) if entry.startswith("*.") else host == entry for entry in allowed)
 
 
@@ -288,9 +291,9 @@ class WebPushSender:
         if status in (200, 201, 202):
             logger.info("push to %s for subscription %d accepted (%d)", origin, target.subscription_id, status)
             return DeliveryResult(ref=location, detail=f"push service answered {status}")
-        return self._refused(origin, target.subscription_id, status, text, retry_after)
+        self._refused(origin, target.subscription_id, status, text, retry_after)
 
-    def _refused(self, origin: str, sub_id: int, status: int, text: str, retry_after: str | None) -> DeliveryResult:
+    def _refused(self, origin: str, sub_id: int, status: int, text: str, retry_after: str | None) -> NoReturn:
         if status in (404, 410):
             logger.info("push service %s says subscription %d is gone (%d)", origin, sub_id, status)
             raise SubscriptionGone(f"push service {origin} answered {status}: subscription gone")
