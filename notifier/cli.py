@@ -96,6 +96,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     os.execvp(sys.executable, [sys.executable, "-m", *argv])
 
 
+def cmd_vapid(_: argparse.Namespace) -> int:
+    from notifier.pushkeys import generate_vapid_keys
+
+    private, public = generate_vapid_keys()
+    print("# public key, for the admin panel's pushManager.subscribe({applicationServerKey}):")
+    print(public)
+    print("# worker environment (keep the private key secret):")
+    print(f"NOTIFIER_VAPID_PRIVATE_KEY={private}")
+    print("NOTIFIER_VAPID_SUBJECT=mailto:ops@example.com")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from notifier.demo import run_demo
 
@@ -118,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=0)
     p.add_argument("--loglevel", default="info")
     p.set_defaults(fn=cmd_worker)
+    sub.add_parser("vapid", help="generate a VAPID key pair for Web Push").set_defaults(fn=cmd_vapid)
     p = sub.add_parser("demo", help="the whole story on this machine, with no configuration")
     p.add_argument("--keep", action="store_true", help="keep the embedded Redis data too (mail and database are kept)")
     p.set_defaults(fn=cmd_demo)

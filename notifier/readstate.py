@@ -6,6 +6,7 @@ Plain SQLAlchemy Core with dialect upserts; no rendering, channel or Celery code
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from sqlalchemy import Engine, case, delete
 from sqlalchemy.dialects import postgresql, sqlite
@@ -72,3 +73,33 @@ def set_language(engine: Engine, manager_id: int, language: str | None) -> None:
     )
     with engine.begin() as conn:
         conn.execute(stmt)
+
+
+def save_subscription(
+    engine: Engine, manager_id: int, subscription: Mapping[str, object], user_agent: str | None, allowed_hosts: tuple[str, ...]
+) -> int:
+    """Store a browser's `PushSubscription.toJSON()`; the same endpoint saved again updates it. Returns its id."""
+    from notifier.pushkeys import validate_subscription
+
+    check_id("manager_id", manager_id)
+    valid = validate_subscription(subscription, allowed_hosts)
+    t = models.push_subscriptions
+    now = time.time()
+    agent = (user_agent or "")[:512] or None
+    stmt = _insert(engine, t).values(
+        manager_id=manager_id, endpoint=valid.endpoint, p256dh=valid.p256dh, auth=valid.auth, user_agent=agent,
+        created_at=now, updated_at=now,
+    )
+    # A browser profile that changes hands (another manager logs in) moves its endpoint with it.
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.c.endpoint],
+        set_={"manager_id": manager_id, "p256dh": valid.p256dh, "auth": valid.auth, "user_agent": agent, "updated_at": now},
+    ).returning(t.c.id)
+    with engine.begin() as conn:
+        return int(conn.execute(stmt).scalar_one())
+
+
+def delete_subscription(engine: Engine, endpoint: str) -> bool:
+    t = models.push_subscriptions
+    with engine.begin() as conn:
+        return bool(conn.execute(delete(t).where(t.c.endpoint == endpoint)).rowcount)

@@ -33,6 +33,8 @@ __all__ = [
     "aschedule_fallback",
     "mark_read",
     "amark_read",
+    "save_subscription",
+    "delete_subscription",
     "presence",
     "add_team_member",
     "remove_team_member",
@@ -120,6 +122,21 @@ def mark_read(dialog_id: int, manager_id: int, message_id: int) -> None:
 
 async def amark_read(dialog_id: int, manager_id: int, message_id: int) -> None:
     await asyncio.to_thread(mark_read, dialog_id, manager_id, message_id)
+
+
+def save_subscription(manager_id: int, subscription: dict[str, Any], user_agent: str | None = None) -> int:
+    """Store a browser's `PushSubscription.toJSON()` for this manager (same endpoint again: updated).
+
+    Refuses malformed keys and endpoints that are not https on an allowed push service with InvalidInput.
+    """
+    settings = get_settings()
+    engine = get_engine(settings.database_url)
+    return readstate.save_subscription(engine, manager_id, subscription, user_agent, settings.push_allowed_hosts)
+
+
+def delete_subscription(endpoint: str) -> bool:
+    """Forget a subscription (the browser unsubscribed); True if there was one."""
+    return readstate.delete_subscription(get_engine(get_settings().database_url), endpoint)
 
 
 def add_team_member(owner_id: int, user_id: int) -> None:
