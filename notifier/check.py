@@ -75,14 +75,16 @@ def run_check(rt: Runtime, dialog_id: int, now: float | None = None) -> CheckRes
                 subs = conn.execute(select(ps.c.id).where(ps.c.manager_id == x.manager_id).order_by(ps.c.id))
                 targets = [str(i) for i in subs.scalars()]
             created.extend(ledger.claim_new(conn, dialog_id, x, targets, now))
+        if inp is not None and recheck_at is None and inp.visitor_message_ids:
+            ledger.mark_covered(conn, dialog_id, inp.visitor_message_ids[-1], now)
     for x in decisions:
         log_decision(dialog_id, x)
     return CheckResult(decisions, tuple(created), recheck_at)
 
 
-# A dispatched check not finished within this is dispatched again (its worker died).
-CHECK_LEASE = 45.0
 DISPATCH_BATCH = 1000
+# Due checks travel to Celery in chunks: one message per chunk keeps the dispatcher fast under a backlog.
+CHECK_CHUNK = 50
 
 
 def check_and_enqueue(
@@ -102,7 +104,7 @@ def check_and_enqueue(
 
 def dispatch(
     rt: Runtime,
-    enqueue_check: Callable[[int], object],
+    enqueue_checks: Callable[[list[int]], object],
     enqueue_delivery: Callable[[int], object],
     now: float | None = None,
     max_batches: int = 100,
@@ -111,9 +113,9 @@ def dispatch(
     now = time.time() if now is None else now
     moved = 0
     for _ in range(max_batches):
-        due = rt.store.dispatch(now, DISPATCH_BATCH, CHECK_LEASE)
-        for dialog_id in due:
-            enqueue_check(dialog_id)
+        due = rt.store.dispatch(now, DISPATCH_BATCH, rt.settings.check_lease_seconds)
+        for i in range(0, len(due), CHECK_CHUNK):
+            enqueue_checks(due[i : i + CHECK_CHUNK])
         moved += len(due)
         if len(due) < DISPATCH_BATCH:
             break

@@ -45,6 +45,16 @@ class Settings:
     default_language: str = "ru"
     dispatch_interval_seconds: float = 1.0
     reconcile_interval_seconds: float = 30.0
+    # The reconciler schedules a message only once it is this far past its grace deadline.
+    reconcile_margin_seconds: float = 30.0
+    reconcile_lookback_hours: float = 24.0
+    # A dispatched check not finished within this is dispatched again (its worker died).
+    check_lease_seconds: float = 45.0
+    # A delivery held by a worker longer than this (killed mid-send) is taken over by another.
+    send_lease_seconds: float = 90.0
+    retry_base_seconds: float = 10.0
+    max_attempts: int = 8
+    environment: str = "production"
     templates_dir: Path | None = None
     # Web Push (issue 3 plugs in here).
     vapid_private_key: str | None = field(default=None, repr=False)
@@ -96,6 +106,13 @@ def _str(env: Mapping[str, str], name: str) -> str | None:
     return raw if raw else None
 
 
+def _environment(env: Mapping[str, str]) -> str:
+    value = (env.get("NOTIFIER_ENVIRONMENT") or "production").lower()
+    if value not in ("production", "development"):
+        raise ConfigError(f"NOTIFIER_ENVIRONMENT must be production or development, got {value!r}")
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate settings; raises ConfigError naming the variable at fault."""
     env = os.environ if env is None else env
@@ -133,7 +150,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dialog_url=dialog_url,
         default_language=language,
         dispatch_interval_seconds=_float(env, "NOTIFIER_DISPATCH_INTERVAL_SECONDS", 1.0, minimum=0.05),
-        reconcile_interval_seconds=_float(env, "NOTIFIER_RECONCILE_INTERVAL_SECONDS", 30.0, minimum=1.0),
+        reconcile_interval_seconds=_float(env, "NOTIFIER_RECONCILE_INTERVAL_SECONDS", 30.0, minimum=0.1),
+        reconcile_margin_seconds=_float(env, "NOTIFIER_RECONCILE_MARGIN_SECONDS", 30.0),
+        reconcile_lookback_hours=_float(env, "NOTIFIER_RECONCILE_LOOKBACK_HOURS", 24.0, minimum=0.01),
+        check_lease_seconds=_float(env, "NOTIFIER_CHECK_LEASE_SECONDS", 45.0, minimum=0.5),
+        send_lease_seconds=_float(env, "NOTIFIER_SEND_LEASE_SECONDS", 90.0, minimum=0.5),
+        retry_base_seconds=_float(env, "NOTIFIER_RETRY_BASE_SECONDS", 10.0, minimum=0.01),
+        max_attempts=max(1, _int(env, "NOTIFIER_MAX_ATTEMPTS", 8)),
+        environment=_environment(env),
         templates_dir=Path(templates) if templates else None,
         vapid_private_key=_str(env, "NOTIFIER_VAPID_PRIVATE_KEY"),
         vapid_subject=_str(env, "NOTIFIER_VAPID_SUBJECT"),

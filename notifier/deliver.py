@@ -19,8 +19,6 @@ from notifier.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 8
-BACKOFF_BASE = 10.0
 BACKOFF_CAP = 900.0
 
 
@@ -31,9 +29,9 @@ class DeliveryOutcome:
     reason: str = ""
 
 
-def backoff(attempt: int, retry_after: float | None, rng: random.Random | None = None) -> float:
+def backoff(attempt: int, retry_after: float | None, base_seconds: float = 10.0, rng: random.Random | None = None) -> float:
     """Exponential with +-20% jitter, capped; a server's Retry-After wins when it asks for longer."""
-    base = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempt - 1))
+    base = min(BACKOFF_CAP, base_seconds * 2 ** max(0, attempt - 1))
     jittered: float = base * (rng or random).uniform(0.8, 1.2)
     return min(3600.0, max(jittered, retry_after or 0.0))
 
@@ -52,7 +50,7 @@ def _log(row: ledger.DeliveryRow, outcome: str, reason: str) -> None:
 
 def run_delivery(rt: Runtime, delivery_id: int, now: float | None = None) -> DeliveryOutcome:
     now = time.time() if now is None else now
-    row = ledger.claim(rt.engine, delivery_id, now)
+    row = ledger.claim(rt.engine, delivery_id, now, rt.settings.send_lease_seconds)
     if row is None:
         return DeliveryOutcome(None, reason="not claimable")
     settings = rt.settings
@@ -129,11 +127,11 @@ def _send(
         _log(row, "failed", "permanent_error")
         return DeliveryOutcome(DeliveryStatus.FAILED, reason=str(exc))
     except TransientError as exc:
-        if row.attempts >= MAX_ATTEMPTS:
+        if row.attempts >= rt.settings.max_attempts:
             ledger.mark_final(rt.engine, row.id, now, DeliveryStatus.FAILED, f"gave up after {row.attempts} attempts: {exc}")
             _log(row, "failed", "retries_exhausted")
             return DeliveryOutcome(DeliveryStatus.FAILED, reason=str(exc))
-        wait = backoff(row.attempts, exc.retry_after)
+        wait = backoff(row.attempts, exc.retry_after, rt.settings.retry_base_seconds)
         ledger.mark_retry(rt.engine, row.id, now, wait, str(exc))
         _log(row, "retry", f"transient_error retry_in={wait:.1f}s")
         return DeliveryOutcome(DeliveryStatus.PENDING, retry_in=wait, reason=str(exc))

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, and_, or_, select, update
+from sqlalchemy import Connection, Engine, and_, case, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from notifier import models
@@ -23,8 +23,6 @@ log = logging.getLogger(__name__)
 
 # A queued delivery whose task never ran is re-enqueued after this long.
 ENQUEUE_LEASE = 60.0
-# A worker holding a delivery longer than this (killed mid-send) loses it to another worker.
-SEND_LEASE = 90.0
 
 d = models.deliveries
 
@@ -48,6 +46,20 @@ def record_decisions(conn: Connection, dialog_id: int, decisions: Sequence[Decis
             }
             for x in decisions
         ],
+    )
+
+
+def mark_covered(conn: Connection, dialog_id: int, message_id: int, now: float) -> None:
+    """Every visitor message up to `message_id` has had its final decisions: the reconciler may skip them."""
+    t = models.dialog_checks
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(t).values(dialog_id=dialog_id, covered_up_to=message_id, checked_at=now)
+    newer = stmt.excluded.covered_up_to > t.c.covered_up_to
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[t.c.dialog_id],
+            set_={"covered_up_to": case((newer, stmt.excluded.covered_up_to), else_=t.c.covered_up_to), "checked_at": now},
+        )
     )
 
 
@@ -93,7 +105,7 @@ class DeliveryRow:
     attempts: int
 
 
-def claim(engine: Engine, delivery_id: int, now: float) -> DeliveryRow | None:
+def claim(engine: Engine, delivery_id: int, now: float, send_lease: float) -> DeliveryRow | None:
     """Take a delivery for sending; None when it is done, not due, or held by a live lease elsewhere."""
     claimable = or_(
         and_(d.c.status == DeliveryStatus.PENDING.value, or_(d.c.not_before.is_(None), d.c.not_before <= now)),
@@ -103,7 +115,7 @@ def claim(engine: Engine, delivery_id: int, now: float) -> DeliveryRow | None:
         res = conn.execute(
             update(d)
             .where(d.c.id == delivery_id, claimable)
-            .values(status=DeliveryStatus.SENDING.value, lease_until=now + SEND_LEASE, attempts=d.c.attempts + 1, updated_at=now)
+            .values(status=DeliveryStatus.SENDING.value, lease_until=now + send_lease, attempts=d.c.attempts + 1, updated_at=now)
         )
         if res.rowcount != 1:
             return None

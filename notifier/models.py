@@ -107,3 +107,12 @@ deliveries = Table(
     UniqueConstraint("dialog_id", "manager_id", "channel", "target", "burst_floor", name="uq_notifier_delivery_key"),
     Index("ix_notifier_deliveries_status_lease", "status", "lease_until"),
 )
+
+# Per dialog, the newest visitor message whose check reached final decisions for every recipient.
+dialog_checks = Table(
+    "notifier_dialog_checks",
+    metadata,
+    Column("dialog_id", Integer, primary_key=True),
+    Column("covered_up_to", Integer, nullable=False),
+    Column("checked_at", Double, nullable=False),
+)

@@ -129,7 +129,7 @@ class Drive:
         now = time.time() if now is None else now
         checks: list[int] = []
         deliveries: list[int] = []
-        dispatch(self.rt, checks.append, deliveries.append, now)
+        dispatch(self.rt, checks.extend, deliveries.append, now)
         for dialog_id in checks:
             check_and_enqueue(self.rt, dialog_id, deliveries.append, now)
         done = [run_delivery(self.rt, d, now) for d in deliveries]

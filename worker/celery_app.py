@@ -50,6 +50,8 @@ def _config() -> dict[str, Any]:
             "health_check_interval": 25,
         },
         broker_heartbeat=0,
+        # With late acks, a task running when the broker connection drops will be redelivered: stop it.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
         task_default_queue="notifier",
         beat_schedule_filename=str(settings.redis_embedded_dir.parent / "celerybeat-schedule"),
         beat_schedule={
@@ -57,6 +59,11 @@ def _config() -> dict[str, Any]:
                 "task": "notifier.dispatch_due",
                 "schedule": timedelta(seconds=interval),
                 "options": {"expires": max(5.0, interval * 5)},
+            },
+            "notifier-reconcile": {
+                "task": "notifier.reconcile",
+                "schedule": timedelta(seconds=settings.reconcile_interval_seconds),
+                "options": {"expires": max(10.0, settings.reconcile_interval_seconds * 2)},
             },
         },
     )

@@ -8,15 +8,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from celery import Task
-from celery.signals import worker_process_shutdown
+from celery.signals import worker_init, worker_process_shutdown
 from sqlalchemy.exc import OperationalError
 
-from notifier.check import CHECK_LEASE, check_and_enqueue, dispatch
+from notifier.check import check_and_enqueue, dispatch
 from notifier.deliver import backoff, run_delivery
 from notifier.enums import DeliveryStatus
+from notifier.errors import ConfigError
 from notifier.readstate import check_id
+from notifier.reconcile import reconcile
 from notifier.runtime import get_runtime, set_runtime
+from notifier.startup import check_redis
 from worker.celery_app import CHECK_TIME_LIMIT, DELIVERY_TIME_LIMIT, MAX_CELERY_COUNTDOWN, app
 
 log = logging.getLogger(__name__)
@@ -26,17 +30,30 @@ class DeliveryFailed(Exception):
     """Raised after a delivery is recorded as failed, so Flower shows it as a failure."""
 
 
-@app.task(name="notifier.check_dialog", bind=True, time_limit=CHECK_TIME_LIMIT, soft_time_limit=CHECK_TIME_LIMIT - 10)
-def check_dialog(self: Task, dialog_id: int) -> dict[str, Any]:
-    dialog_id = check_id("dialog_id", dialog_id)
-    try:
-        result = check_and_enqueue(get_runtime(), dialog_id, _enqueue_delivery)
-    except OperationalError as exc:
-        # Database unavailable: the inflight lease keeps the check safe; retry sooner than the lease.
-        log.warning("check dialog=%s reason=database_unavailable retry", dialog_id)
-        countdown = min(CHECK_LEASE / 3, backoff(self.request.retries + 1, None))
-        raise self.retry(exc=exc, countdown=countdown, max_retries=None) from None
-    return {"deliveries": list(result.delivery_ids), "recheck_at": result.recheck_at}
+@app.task(name="notifier.check_dialogs", bind=True, time_limit=CHECK_TIME_LIMIT, soft_time_limit=CHECK_TIME_LIMIT - 10)
+def check_dialogs(self: Task, dialog_ids: list[int]) -> dict[str, Any]:
+    """Due checks, in a chunk from the dispatcher. A database outage retries what is left of the chunk;
+    the inflight leases in Redis cover a worker that dies meanwhile."""
+    ids = [check_id("dialog_id", d) for d in dialog_ids]
+    rt = get_runtime()
+    done: dict[str, Any] = {}
+    for i, dialog_id in enumerate(ids):
+        try:
+            result = check_and_enqueue(rt, dialog_id, _enqueue_delivery)
+        except OperationalError as exc:
+            log.warning("check dialog=%s reason=database_unavailable retry", dialog_id)
+            wait = backoff(self.request.retries + 1, None, rt.settings.retry_base_seconds)
+            countdown = min(rt.settings.check_lease_seconds / 3, wait)
+            raise self.retry(args=(ids[i:],), exc=exc, countdown=countdown, max_retries=None) from None
+        done[str(dialog_id)] = {"deliveries": list(result.delivery_ids), "recheck_at": result.recheck_at}
+    return done
+
+
+@app.task(name="notifier.check_dialog")
+def check_dialog(dialog_id: int) -> dict[str, Any]:
+    """One check, for operators (`notifier.check_dialog.delay(id)`); the dispatcher uses check_dialogs."""
+    result: dict[str, Any] = check_dialogs.run([dialog_id])
+    return result
 
 
 @app.task(name="notifier.deliver", bind=True, time_limit=DELIVERY_TIME_LIMIT, soft_time_limit=DELIVERY_TIME_LIMIT - 15)
@@ -46,7 +63,8 @@ def deliver(self: Task, delivery_id: int) -> dict[str, Any]:
         outcome = run_delivery(get_runtime(), delivery_id)
     except OperationalError as exc:
         log.warning("delivery id=%s reason=database_unavailable retry", delivery_id)
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries + 1, None), max_retries=None) from None
+        countdown = backoff(self.request.retries + 1, None, get_runtime().settings.retry_base_seconds)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=None) from None
     if outcome.status is DeliveryStatus.PENDING and outcome.retry_in is not None:
         # The ledger holds the real not-before time; if this retry message is lost, the sweeper re-sends.
         raise self.retry(countdown=min(outcome.retry_in, MAX_CELERY_COUNTDOWN), max_retries=None)
@@ -58,11 +76,32 @@ def deliver(self: Task, delivery_id: int) -> dict[str, Any]:
 @app.task(name="notifier.dispatch_due", ignore_result=True)
 def dispatch_due() -> int:
     """Move due checks from Redis to the queue, and re-enqueue deliveries whose worker vanished."""
-    return dispatch(get_runtime(), _enqueue_check, _enqueue_delivery)
+    return dispatch(get_runtime(), _enqueue_checks, _enqueue_delivery)
 
 
-def _enqueue_check(dialog_id: int) -> None:
-    check_dialog.apply_async((dialog_id,))
+@app.task(name="notifier.reconcile", ignore_result=True, time_limit=120, soft_time_limit=100)
+def reconcile_task() -> int:
+    """Schedule visitor messages past their deadline that have no decision (the fast path lost them)."""
+    return len(reconcile(get_runtime()).scheduled)
+
+
+@worker_init.connect
+def _startup_checks(**_: Any) -> None:
+    rt = get_runtime()
+    try:
+        warnings = check_redis(rt.store.r, rt.settings)
+    except ConfigError as exc:
+        log.critical("refusing to start: %s", exc)
+        raise SystemExit(f"notifier worker refuses to start: {exc}") from None
+    except (redis.RedisError, OSError) as exc:
+        log.warning("startup check skipped: redis unreachable (%s); the worker will keep retrying", type(exc).__name__)
+        return
+    for warning in warnings:
+        log.warning("%s", warning)
+
+
+def _enqueue_checks(dialog_ids: list[int]) -> None:
+    check_dialogs.apply_async((dialog_ids,))
 
 
 def _enqueue_delivery(delivery_id: int) -> None:

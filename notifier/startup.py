@@ -1,0 +1,41 @@
+"""Checks a worker makes before it takes work: Redis must not evict our keys, and should persist them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+
+from notifier.config import Settings
+from notifier.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Policies that may evict keys without a TTL, which is every key we keep.
+EVICTING = frozenset({"allkeys-lru", "allkeys-lfu", "allkeys-random"})
+
+
+def check_redis(client: redis.Redis, settings: Settings) -> list[str]:
+    """Raise ConfigError for an evicting Redis; return warnings (persistence off) for the caller to log."""
+    try:
+        config: dict[str, Any] = client.config_get("maxmemory-policy")  # type: ignore[assignment]
+        config.update(client.config_get("appendonly"))  # type: ignore[arg-type]
+        config.update(client.config_get("save"))  # type: ignore[arg-type]
+    except redis.ResponseError:
+        # Managed services often disable CONFIG; we cannot tell, so we say so and go on.
+        return ["cannot read Redis CONFIG (disabled?): make sure maxmemory-policy is noeviction and AOF is on"]
+    policy = str(config.get("maxmemory-policy", ""))
+    if policy in EVICTING:
+        raise ConfigError(
+            f"Redis maxmemory-policy is {policy}: it would evict pending checks and presence. "
+            "Set maxmemory-policy noeviction (or a volatile-* policy) before starting the worker."
+        )
+    warnings = []
+    persistent = str(config.get("appendonly", "no")) == "yes" or bool(str(config.get("save", "")).strip())
+    if not persistent and settings.environment != "development":
+        warnings.append(
+            "Redis persistence is off (appendonly no, no save points): a Redis restart loses pending checks "
+            "until the reconciler finds them again; turn AOF on (appendonly yes)"
+        )
+    return warnings
