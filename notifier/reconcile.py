@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Engine, func, inspect, select
 
 from notifier import host, models
 from notifier.decide import HANDOFF_NEEDS_HUMAN
@@ -74,6 +74,12 @@ def _first_id_since(conn: Connection, cutoff: float, now: float) -> int:
         else:
             hi = mid - 1
     return lo
+
+
+def host_tables_missing(engine: Engine) -> list[str]:
+    """Host tables the worker reads that this database lacks (a fresh SQLite default has none)."""
+    present = set(inspect(engine).get_table_names())
+    return [t for t in ("users", "dialogs", "dialog_messages") if t not in present]
 
 
 def reconcile(rt: Runtime, now: float | None = None, batch: int = 5000) -> ReconcileResult:

@@ -224,3 +224,19 @@ class TestStartupChecks:
     def test_environment_is_validated(self) -> None:
         with pytest.raises(ConfigError, match="NOTIFIER_ENVIRONMENT"):
             load_settings({"NOTIFIER_ENVIRONMENT": "staging"})
+
+
+def test_a_database_without_host_tables_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from notifier.db import get_engine
+    from notifier.migrate import upgrade
+    from notifier.reconcile import host_tables_missing
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'ours-only.sqlite3'}")
+    upgrade(engine)
+    assert host_tables_missing(engine) == ["users", "dialogs", "dialog_messages"]
+
+
+def test_host_tables_present(engine) -> None:  # type: ignore[no-untyped-def]
+    from notifier.reconcile import host_tables_missing
+
+    assert host_tables_missing(engine) == []

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 from celery import Task
-from celery.signals import worker_init, worker_process_shutdown
+from celery.signals import after_setup_logger, worker_init, worker_process_shutdown
 from sqlalchemy.exc import OperationalError
 
 from notifier.check import check_and_enqueue, dispatch
@@ -18,7 +18,7 @@ from notifier.deliver import backoff, run_delivery
 from notifier.enums import DeliveryStatus
 from notifier.errors import ConfigError
 from notifier.readstate import check_id
-from notifier.reconcile import reconcile
+from notifier.reconcile import host_tables_missing, reconcile
 from notifier.runtime import get_runtime, set_runtime
 from notifier.startup import check_redis
 from worker.celery_app import CHECK_TIME_LIMIT, DELIVERY_TIME_LIMIT, MAX_CELERY_COUNTDOWN, app
@@ -82,12 +82,29 @@ def dispatch_due() -> int:
 @app.task(name="notifier.reconcile", ignore_result=True, time_limit=120, soft_time_limit=100)
 def reconcile_task() -> int:
     """Schedule visitor messages past their deadline that have no decision (the fast path lost them)."""
-    return len(reconcile(get_runtime()).scheduled)
+    rt = get_runtime()
+    if host_tables_missing(rt.engine):
+        return 0  # said once at start-up; no error every 30 s
+    return len(reconcile(rt).scheduled)
+
+
+@after_setup_logger.connect
+def _quiet_routine_lines(**_: Any) -> None:
+    # The dispatcher runs every second: Celery's per-task received/succeeded and beat's "sending" lines would
+    # bury our one-line-per-decision log. Failures still log at WARNING and above.
+    for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @worker_init.connect
 def _startup_checks(**_: Any) -> None:
     rt = get_runtime()
+    missing = host_tables_missing(rt.engine)
+    if missing:
+        log.warning(
+            "NOTIFIER_DATABASE_URL has no host table(s) %s: nothing can be checked until it points at the host's database",
+            ", ".join(missing),
+        )
     try:
         warnings = check_redis(rt.store.r, rt.settings)
     except ConfigError as exc:
