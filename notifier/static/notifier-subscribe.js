@@ -39,14 +39,14 @@
   // Safe to call on every panel load once permission is granted: the same subscription is
   // re-saved, which also picks up an endpoint the browser rotated (see notifier-sw.js).
   // Resolves to 'subscribed', 'unsupported', 'denied' or 'default' (prompt dismissed).
-  async function notifierSubscribe({ vapidPublicKey, saveUrl, swUrl = '/notifier-sw.js' }) {
+  async function notifierSubscribe({ vapidPublicKey, saveUrl, swUrl = '/notifier-sw.js', scope = '/' }) {
     if (!supported()) return 'unsupported';
     const permission = Notification.permission === 'granted' ? 'granted' : await Notification.requestPermission();
     if (permission !== 'granted') return permission;
 
-    // The worker must sit at the origin root (or be served with Service-Worker-Allowed: /) so its
-    // scope covers every panel page that notification clicks may focus.
-    await navigator.serviceWorker.register(swUrl);
+    // Scope '/': every panel page a notification click may focus. A worker outside the root needs the
+    // response header Service-Worker-Allowed: / or register() rejects with SecurityError.
+    await navigator.serviceWorker.register(swUrl, { scope });
     const registration = await navigator.serviceWorker.ready;
     const key = urlBase64ToUint8Array(vapidPublicKey);
     let subscription = await registration.pushManager.getSubscription();
