@@ -18,15 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def _answers(socket_path: Path) -> bool:
-    if not socket_path.exists():
-        return False
-    client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=0.5, socket_connect_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
+    from notifier.redis_store import probe
+
+    return socket_path.exists() and probe(f"unix://{socket_path}", timeout=0.5)
 
 
 def ensure_running(folder: Path) -> str:

@@ -74,8 +74,9 @@ return 0
 """
 
 
-def _probe(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=0.3, socket_connect_timeout=0.3)
+def probe(url: str, timeout: float = 0.3) -> bool:
+    """Does a Redis answer PING at `url` within `timeout`?"""
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -95,7 +96,7 @@ def resolve_url(settings: Settings) -> str:
     key = (settings.redis_url, str(settings.redis_embedded_dir))
     with _resolve_lock:
         if key not in _resolved:
-            if _probe(DEFAULT_REDIS_URL):
+            if probe(DEFAULT_REDIS_URL):
                 _resolved[key] = DEFAULT_REDIS_URL
             else:
                 from notifier import embedded_redis
