@@ -26,13 +26,13 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, func, inspect, select
 
 from notifier import host, models
 from notifier.decide import HANDOFF_NEEDS_HUMAN
-from notifier.redis_store import PREFIX
+from notifier.redis_store import INFLIGHT, PENDING, PREFIX
 from notifier.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -82,25 +82,51 @@ def host_tables_missing(engine: Engine) -> list[str]:
     return [t for t in ("users", "dialogs", "dialog_messages") if t not in present]
 
 
-def reconcile(rt: Runtime, now: float | None = None, batch: int = 5000) -> ReconcileResult:
+def _scan(conn: Connection, after: int, batch: int) -> list[Any]:
+    m, d, c = host.dialog_messages, host.dialogs, models.dialog_checks
+    return list(
+        conn.execute(
+            select(m.c.id, m.c.dialog_id, m.c.timestamp, d.c.handoff_status, d.c.is_taken_over, d.c.ended_at,
+                   c.c.covered_up_to)
+            .select_from(m.join(d, d.c.id == m.c.dialog_id).outerjoin(c, c.c.dialog_id == m.c.dialog_id))
+            .where(m.c.id > after, m.c.sender == "user")
+            .order_by(m.c.id)
+            .limit(batch)
+        ).all()
+    )
+
+
+def _in_flight(rt: Runtime, dialog_ids: list[int]) -> set[int]:
+    """Dialogs with a live pending or inflight check: their decision is coming, nothing to schedule."""
+    if not dialog_ids:
+        return set()
+    members = [str(i) for i in dialog_ids]
+    pipe = rt.store.r.pipeline(transaction=False)
+    pipe.zmscore(PENDING, members)
+    pipe.zmscore(INFLIGHT, members)
+    pending, inflight = pipe.execute()
+    return {i for i, p, f in zip(dialog_ids, pending, inflight, strict=True) if p is not None or f is not None}
+
+
+def reconcile(rt: Runtime, now: float | None = None, batch: int = 5000, max_batches: int = 10) -> ReconcileResult:
     now = time.time() if now is None else now
     settings = rt.settings
     due_age = settings.grace_seconds + settings.reconcile_margin_seconds
     raw = cast(str | None, rt.store.r.get(WATERMARK))
-    m, d, c = host.dialog_messages, host.dialogs, models.dialog_checks
-    scheduled: list[tuple[int, int]] = []
     with rt.engine.connect() as conn:
         # Lookback bounds the scan even when the stored watermark is ancient.
         floor = _first_id_since(conn, now - settings.reconcile_lookback_hours * 3600 - MOSCOW_OFFSET, now)
         watermark = max(int(raw), floor) if raw is not None else floor
-        rows = conn.execute(
-            select(m.c.id, m.c.dialog_id, m.c.timestamp, d.c.handoff_status, d.c.is_taken_over, d.c.ended_at,
-                   c.c.covered_up_to)
-            .select_from(m.join(d, d.c.id == m.c.dialog_id).outerjoin(c, c.c.dialog_id == m.c.dialog_id))
-            .where(m.c.id > watermark, m.c.sender == "user")
-            .order_by(m.c.id)
-            .limit(batch)
-        ).all()
+        rows: list[Any] = []
+        cursor = watermark
+        # Several batches a run, so one message held back (waiting for its deadline) cannot hide newer ones.
+        for _ in range(max_batches):
+            chunk = _scan(conn, cursor, batch)
+            rows.extend(chunk)
+            if len(chunk) < batch:
+                break
+            cursor = chunk[-1].id
+    due: list[Any] = []
     advance = True
     new_watermark = watermark
     for r in rows:
@@ -111,17 +137,23 @@ def reconcile(rt: Runtime, now: float | None = None, batch: int = 5000) -> Recon
             or (r.covered_up_to is not None and r.covered_up_to >= r.id)
         )
         if not settled:
-            seen_at = message_time(r.timestamp, now)
-            if now - seen_at < due_age:
-                advance = False  # still within its grace (plus margin): the fast path may yet handle it
-                continue
-            # Past its deadline with no final decision: schedule it, due now; coalesces with a live check.
-            rt.store.schedule(r.dialog_id, r.id, min(seen_at, now - settings.grace_seconds), settings.grace_seconds)
-            scheduled.append((r.dialog_id, r.id))
-            log.info("reconcile dialog=%s message=%s reason=no_decision_past_deadline", r.dialog_id, r.id)
-            advance = False  # stays until its check covers it
+            advance = False  # the watermark waits here until a finished check covers this message
+            if now - message_time(r.timestamp, now) >= due_age:
+                due.append(r)
         if advance:
             new_watermark = r.id
+    live = _in_flight(rt, sorted({r.dialog_id for r in due}))
+    scheduled: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    for r in due:
+        if r.dialog_id in live or r.dialog_id in seen:
+            continue
+        seen.add(r.dialog_id)
+        # Past its deadline, no final decision, no live check: the fast path lost it. Due now.
+        seen_at = min(message_time(r.timestamp, now), now - settings.grace_seconds)
+        rt.store.schedule(r.dialog_id, r.id, seen_at, settings.grace_seconds)
+        scheduled.append((r.dialog_id, r.id))
+        log.info("reconcile dialog=%s message=%s reason=no_decision_past_deadline", r.dialog_id, r.id)
     if new_watermark != watermark or raw is None:
         rt.store.r.set(WATERMARK, new_watermark)
     return ReconcileResult(len(rows), tuple(scheduled), new_watermark)

@@ -118,6 +118,24 @@ class TestReconciler:
         assert result.scheduled == ((100, old),)
         assert result.watermark < old < young < later_ai
 
+    def test_a_dialog_with_a_live_check_is_left_to_it(self, rt: Runtime, tenant: Host) -> None:
+        with freeze_time(T0) as clock:
+            client.schedule_fallback(100, message_at(tenant, T0))
+            clock.tick(rt.settings.grace_seconds + rt.settings.reconcile_margin_seconds + 5)
+            assert reconcile(rt).scheduled == ()  # pending in Redis: its check will decide
+            rt.store.dispatch(clock().timestamp(), 10, 45)
+            assert reconcile(rt).scheduled == ()  # in flight: same
+
+    def test_a_held_watermark_does_not_hide_newer_lost_messages(self, rt: Runtime, tenant: Host) -> None:
+        tenant.dialog(200, OWNER)
+        tenant.dialog(300, OWNER)
+        with freeze_time(T0) as clock:
+            client.schedule_fallback(100, message_at(tenant, T0, dialog_id=100))  # held: live check
+            lost = [message_at(tenant, T0, dialog_id=d) for d in (200, 200, 300)]
+            clock.tick(rt.settings.grace_seconds + rt.settings.reconcile_margin_seconds + 5)
+            result = reconcile(rt, batch=2)
+        assert result.scheduled == ((200, lost[0]), (300, lost[2]))  # one schedule per dialog
+
     def test_lookback_bounds_the_scan(self, rt: Runtime, tenant: Host) -> None:
         ancient = message_at(tenant, T0 - dt.timedelta(days=3))
         recent = message_at(tenant, T0 - dt.timedelta(hours=1))

@@ -76,16 +76,25 @@ def deliver(self: Task, delivery_id: int) -> dict[str, Any]:
 @app.task(name="notifier.dispatch_due", ignore_result=True)
 def dispatch_due() -> int:
     """Move due checks from Redis to the queue, and re-enqueue deliveries whose worker vanished."""
-    return dispatch(get_runtime(), _enqueue_checks, _enqueue_delivery)
+    try:
+        return dispatch(get_runtime(), _enqueue_checks, _enqueue_delivery)
+    except OperationalError:
+        # Runs every second: one line per tick, not a traceback. Due checks were already handed over.
+        log.warning("dispatch reason=database_unavailable")
+        return 0
 
 
 @app.task(name="notifier.reconcile", ignore_result=True, time_limit=120, soft_time_limit=100)
 def reconcile_task() -> int:
     """Schedule visitor messages past their deadline that have no decision (the fast path lost them)."""
     rt = get_runtime()
-    if host_tables_missing(rt.engine):
-        return 0  # said once at start-up; no error every 30 s
-    return len(reconcile(rt).scheduled)
+    try:
+        if host_tables_missing(rt.engine):
+            return 0  # said once at start-up; no error every 30 s
+        return len(reconcile(rt).scheduled)
+    except OperationalError:
+        log.warning("reconcile reason=database_unavailable")
+        return 0
 
 
 @after_setup_logger.connect
