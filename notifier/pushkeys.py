@@ -152,3 +152,12 @@ def validate_subscription(sub: Mapping[str, object], allowed_hosts: tuple[str, .
     _decode_keys(p256dh, auth)
     assert isinstance(endpoint, str) and isinstance(p256dh, str) and isinstance(auth, str)
     return ValidSubscription(endpoint, p256dh.rstrip("="), auth.rstrip("="))
+
+
+def check_subject(subject: str | None) -> str:
+    """The VAPID `sub` claim: a mailto: address or an https: URL (push services contact us there)."""
+    if not subject:
+        raise ConfigError("NOTIFIER_VAPID_SUBJECT is not set: push services require a contact, e.g. mailto:ops@example.com")
+    if (subject.startswith("mailto:") and "@" in subject) or (subject.startswith("https://") and urlsplit(subject).hostname):
+        return subject
+    raise ConfigError(f"NOTIFIER_VAPID_SUBJECT must be a mailto: address or an https: URL, got {subject!r}")

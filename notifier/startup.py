@@ -39,3 +39,15 @@ def check_redis(client: redis.Redis, settings: Settings) -> list[str]:
             "until the reconciler finds them again; turn AOF on (appendonly yes)"
         )
     return warnings
+
+
+def check_push(settings: Settings) -> None:
+    """With a VAPID key set, push is on: the key must load and the subject must be a contact (ConfigError)."""
+    if not settings.vapid_private_key:
+        if settings.vapid_subject:
+            log.warning("NOTIFIER_VAPID_SUBJECT is set but NOTIFIER_VAPID_PRIVATE_KEY is not: Web Push is off")
+        return
+    from notifier.pushkeys import check_subject, load_vapid_private_key
+
+    load_vapid_private_key(settings.vapid_private_key)
+    check_subject(settings.vapid_subject)

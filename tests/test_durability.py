@@ -239,6 +239,21 @@ class TestStartupChecks:
         assert check_redis(r, settings) == []
         r.close()
 
+    def test_push_on_needs_a_loadable_key_and_a_contact(self, settings: Settings) -> None:
+        from notifier.pushkeys import generate_vapid_keys
+        from notifier.startup import check_push
+
+        private, _ = generate_vapid_keys()
+        check_push(settings)  # push off: nothing to check
+        with pytest.raises(ConfigError, match="NOTIFIER_VAPID_SUBJECT is not set"):
+            check_push(replace(settings, vapid_private_key=private))
+        with pytest.raises(ConfigError, match="NOTIFIER_VAPID_SUBJECT must be a mailto"):
+            check_push(replace(settings, vapid_private_key=private, vapid_subject="ops@example.com"))
+        with pytest.raises(ConfigError, match="is not a P-256 private key") as err:
+            check_push(replace(settings, vapid_private_key="c2VjcmV0LWtleS1tYXRlcmlhbA", vapid_subject="mailto:a@b.c"))
+        assert "c2VjcmV0" not in str(err.value)  # key material never echoed
+        check_push(replace(settings, vapid_private_key=private, vapid_subject="mailto:ops@example.com"))
+
     def test_environment_is_validated(self) -> None:
         with pytest.raises(ConfigError, match="NOTIFIER_ENVIRONMENT"):
             load_settings({"NOTIFIER_ENVIRONMENT": "staging"})

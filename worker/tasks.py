@@ -20,7 +20,7 @@ from notifier.errors import ConfigError
 from notifier.readstate import check_id
 from notifier.reconcile import host_tables_missing, reconcile
 from notifier.runtime import get_runtime, set_runtime
-from notifier.startup import check_redis
+from notifier.startup import check_push, check_redis
 from worker.celery_app import CHECK_TIME_LIMIT, DELIVERY_TIME_LIMIT, MAX_CELERY_COUNTDOWN, app
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ def _startup_checks(**_: Any) -> None:
             ", ".join(missing),
         )
     try:
+        check_push(rt.settings)
         warnings = check_redis(rt.store.r, rt.settings)
     except ConfigError as exc:
         log.critical("refusing to start: %s", exc)

@@ -3,7 +3,7 @@
 Public: `generate_vapid_keys`, `load_vapid_private_key`, `validate_subscription`, `check_endpoint`,
 `ValidSubscription`, `PushPayload`, `WebPushSender`, `MAX_PAYLOAD`.
 
-We encrypt with http_ece and sign the JWT here instead of calling `pywebpush.webpush()`, which writes
+We encrypt with pywebpush's `WebPusher.encode` and sign the JWT here instead of calling `pywebpush.webpush()`, which writes
 `aud`/`exp` into the caller's claims dict, re-signs on every call and waits forever by default; and
 py_vapid's signer refuses IPv6 origins and https subjects that have a path.
 """
@@ -19,13 +19,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import NoReturn, Protocol, runtime_checkable
-from urllib.parse import urlsplit
 
-import http_ece
 import requests
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from pywebpush import WebPusher
 
 from notifier.channels.base import DeliveryResult, PushTarget
 from notifier.config import Settings
@@ -43,6 +42,9 @@ from notifier.pushkeys import (  # noqa: F401 - re-exported: part of this channe
     load_vapid_private_key,
     validate_subscription,
 )
+from notifier.pushkeys import (
+    check_subject as _check_subject,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +52,6 @@ MAX_PAYLOAD = 3993  # RFC 8291 §4: one 4096-byte record = 86 header + plaintext
 _JWT_LIFETIME = 12 * 3600  # RFC 8292 caps exp at 24 h; half of that tolerates clock skew
 _JWT_REFRESH_MARGIN = 600  # re-sign this early so no request carries a token about to expire
 _OPAQUE = re.compile(r"[A-Za-z0-9_\-+/=.~%]{24,}")  # tokens and ids a push service may echo back
-_SUBJECT_VAR = "NOTIFIER_VAPID_SUBJECT"
-
-
-def _check_subject(subject: str | None) -> str:
-    if not subject:
-        raise ConfigError(f"{_SUBJECT_VAR} is not set: push services require a contact, e.g. mailto:ops@example.com")
-    if (subject.startswith("mailto:") and "@" in subject) or (subject.startswith("https://") and urlsplit(subject).hostname):
-        return subject
-    raise ConfigError(f"{_SUBJECT_VAR} must be a mailto: address or an https: URL, got {subject!r}")
 
 
 def _sign_jwt(claims: Mapping[str, object], key: ec.EllipticCurvePrivateKey) -> str:
@@ -138,16 +131,16 @@ class WebPushSender:
         try:
             # Again at send time: the allow list may have shrunk since the subscription was stored.
             origin = check_endpoint(target.endpoint, self._allowed)
-            receiver_key, auth_secret = _decode_keys(target.p256dh, target.auth)
+            _decode_keys(target.p256dh, target.auth)  # refuse a corrupt row before encrypting
         except InvalidInput as exc:
             raise PermanentError(f"subscription {target.subscription_id} refused: {exc}") from None
         if len(payload := rendered.payload()) > MAX_PAYLOAD:
             logger.error("push payload of %d bytes exceeds %d — this is a bug", len(payload), MAX_PAYLOAD)
             raise PermanentError(f"push payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-        ephemeral = ec.generate_private_key(ec.SECP256R1())  # one per message, as RFC 8291 requires
-        body: bytes = http_ece.encrypt(
-            payload, private_key=ephemeral, dh=receiver_key, auth_secret=auth_secret, version="aes128gcm"
-        )
+        # RFC 8291 encryption by pywebpush (a fresh ephemeral key and salt per message); the HTTP request,
+        # VAPID signing and caching stay ours (see the module docstring for why not webpush()).
+        subscription = {"endpoint": target.endpoint, "keys": {"p256dh": target.p256dh, "auth": target.auth}}
+        body: bytes = WebPusher(subscription).encode(payload, content_encoding="aes128gcm")["body"]
         headers = {
             "Authorization": self._authorization(origin),
             "TTL": self._ttl,
