@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 DB ?= sqlite
 
-.PHONY: install worker test demo lint
+.PHONY: install system-deps worker test demo lint
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,19 @@ install: $(VENV)/.installed
 worker: install
 	$(VENV)/bin/notifier worker
 
+# Tools some tests drive: Chromium (service worker test) and docker-compose (compose validation).
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium fonts-noto-color-emoji"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "the tests need Debian packages:$$missing (install them, then run make test again)"; exit 1; fi; \
+	fi
+
 ## Run the test suite; DB=postgresql runs it against PostgreSQL at 127.0.0.1:5432.
-test: install
+test: install system-deps
 	NOTIFIER_TEST_DB=$(DB) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: install
