@@ -217,6 +217,19 @@ class TestRetriesEnd:
         assert smtp_server.refusals == 1
 
 
+    def test_a_failed_delivery_is_a_failed_task_for_flower(self, rt: Runtime, tenant: Host, smtp_server: SmtpServer) -> None:
+        from worker.tasks import DeliveryFailed, deliver
+
+        smtp_server.refuse_next(1, "550 5.1.1 No such user")
+        with freeze_time(T0) as clock:
+            client.schedule_fallback(100, tenant.message(100, "ау"))
+            clock.tick(61)
+            [delivery_id] = run_check(rt, 100).delivery_ids
+            result = deliver.apply((delivery_id,))
+        assert result.state == "FAILURE" and isinstance(result.result, DeliveryFailed)
+        assert "550" in str(result.result)
+
+
 class TestStartupChecks:
     @pytest.fixture
     def private_redis(self, tmp_path) -> RedisServer:  # type: ignore[no-untyped-def]
