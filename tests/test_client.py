@@ -64,6 +64,8 @@ def test_redis_outage_never_raises_into_the_host(caplog: pytest.LogCaptureFixtur
         assert client.schedule_fallback(100, 11) is False
         assert asyncio.run(client.aschedule_fallback(100, 12)) is False
         client.presence.touch(5, 100)  # also swallowed and counted
+        assert client.presence.connection_stats() == {
+            "connection_details": {"admin_connections": 0, "site_connections": 0}, "presence_available": False}
     assert client.stats["schedule_failures"] == before + 2
     assert "dialog=100 message=11 reason=redis_unavailable" in caplog.text
 
@@ -117,7 +119,7 @@ def test_connection_stats_count_every_process(rt: Runtime, redis_server: RedisSe
         )
         subprocess.run([sys.executable, "-c", other], check=True)
         stats = client.presence.connection_stats()
-        assert stats == {"connection_details": {"admin_connections": 3, "site_connections": 1}}
+        assert stats == {"connection_details": {"admin_connections": 3, "site_connections": 1}, "presence_available": True}
         client.presence.leave(2)
         client.presence.leave_site(100)
         assert client.presence.connection_stats()["connection_details"] == {"admin_connections": 2, "site_connections": 0}

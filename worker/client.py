@@ -178,10 +178,18 @@ class Presence:
         check_id("dialog_id", dialog_id)
         self._guard("leave_site", _store().leave_site, dialog_id)
 
-    def connection_stats(self) -> dict[str, dict[str, int]]:
-        """Like the host's stats endpoint, but counted across every process."""
-        admin, site = _store().connection_counts(time.time())
-        return {"connection_details": {"admin_connections": admin, "site_connections": site}}
+    def connection_stats(self) -> dict[str, Any]:
+        """Like the host's stats endpoint, but counted across every process.
+
+        With Redis unreachable the counts are 0 and `presence_available` is False: a stats page never fails.
+        """
+        try:
+            admin, site = _store().connection_counts(time.time())
+        except (redis.RedisError, OSError) as exc:
+            stats["presence_failures"] += 1
+            log.warning("presence connection_stats failed error=%s", type(exc).__name__)
+            return {"connection_details": {"admin_connections": 0, "site_connections": 0}, "presence_available": False}
+        return {"connection_details": {"admin_connections": admin, "site_connections": site}, "presence_available": True}
 
 
 presence = Presence()
