@@ -187,14 +187,13 @@ def schedule_pipelined(r: Any, ids: range, seen_at: float, grace: float) -> floa
 
     Returns seconds taken.
     """
-    from notifier.redis_store import FIRST, LATEST, PENDING, SCHEDULE_LUA
+    from notifier.redis_store import SCHEDULE_LUA, schedule_keys
 
     script = r.register_script(SCHEDULE_LUA)
-    keys = [PENDING, FIRST, LATEST]
     t0 = time.perf_counter()
     pipe = r.pipeline(transaction=False)
     for i, dialog_id in enumerate(ids, 1):
-        script(keys=keys, args=[dialog_id, MSG_BASE + dialog_id, seen_at, grace], client=pipe)
+        script(keys=schedule_keys(dialog_id), args=[dialog_id, MSG_BASE + dialog_id, seen_at, grace], client=pipe)
         if i % SCHEDULE_BATCH == 0:
             pipe.execute()
     pipe.execute()
@@ -211,7 +210,7 @@ def _mb(b: float) -> float:
 def measure_ours(worker: Worker, url: str, n: int) -> dict[str, Any]:
     import redis
 
-    from notifier.redis_store import FIRST, LATEST, PENDING
+    from notifier.redis_store import LATEST, PENDING
 
     r: Any = redis.Redis.from_url(url, socket_timeout=10.0, decode_responses=True)
     try:
@@ -226,7 +225,7 @@ def measure_ours(worker: Worker, url: str, n: int) -> dict[str, Any]:
             raise RuntimeError(f"our worker died:\n{worker.log_tail()}")
         rss1 = rss_mb(worker.pid)
         mem1 = used_memory(r)
-        ours = key_bytes(r, [PENDING, FIRST, LATEST])
+        ours = key_bytes(r, [PENDING, LATEST])  # plus one small seen:<dialog> hash each, in used_memory
         return {
             "rss_before_mb": round(rss0, 1),
             "rss_after_mb": round(rss1, 1),
@@ -546,7 +545,7 @@ def report(data: dict[str, Any], verdict: dict[str, Any]) -> str:
         f"growth {a['growth_mb']:+.2f} MB",
         f"   Redis used_memory {a['redis_used_memory_before_mb']:.1f} -> {a['redis_used_memory_after_mb']:.1f} MB "
         f"(+{a['redis_used_memory_growth_mb']:.1f} MB, {a['redis_bytes_per_pending']:.0f} B/pending); "
-        f"MEMORY USAGE of notifier:pending/first/latest = {a['redis_our_keys_mb']:.1f} MB",
+        f"MEMORY USAGE of notifier:pending/latest = {a['redis_our_keys_mb']:.1f} MB",
         "",
         f"B. baseline Celery worker (-P solo, default settings), {n:,} noop.apply_async(countdown={int(FAR)})",
         f"   ready after {b['ready_s']} s; published {n:,} in {b['publish_seconds']} s ({b['publish_rate_per_s']:,.0f}/s)",

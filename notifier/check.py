@@ -35,7 +35,7 @@ def log_decision(dialog_id: int, x: Decision) -> None:
 def run_check(rt: Runtime, dialog_id: int, now: float | None = None) -> CheckResult:
     now = time.time() if now is None else now
     settings = rt.settings
-    started = rt.store.burst_started_at(dialog_id)
+    seen = rt.store.seen_times(dialog_id)
     with rt.engine.connect() as conn:
         dialog = snapshot.load_dialog(conn, dialog_id)
         if dialog is None:
@@ -53,8 +53,9 @@ def run_check(rt: Runtime, dialog_id: int, now: float | None = None) -> CheckRes
                 recipients=states,
                 refused=refused,
                 now=now,
-                # Unknown start (Redis lost it, or the reconciler scheduled it): the deadline is now.
-                burst_started_at=started if started is not None else now - settings.grace_seconds,
+                seen_at=seen,
+                # A message never scheduled (lost, or written while the AI was handling): its deadline is now.
+                unseen_at=now - settings.grace_seconds,
                 grace_seconds=settings.grace_seconds,
                 email_after_seconds=settings.email_after_seconds,
                 skip_ai_handled=settings.ai_handling_skips,
@@ -98,7 +99,7 @@ def check_and_enqueue(
     result = run_check(rt, dialog_id, now)
     for delivery_id in result.delivery_ids:
         enqueue(delivery_id)
-    rt.store.finish(dialog_id, result.recheck_at, rt.settings.grace_seconds)
+    rt.store.finish(dialog_id, result.recheck_at)
     return result
 
 

@@ -90,7 +90,9 @@ class CheckInput:
     recipients: tuple[RecipientState, ...]
     refused: tuple[Decision, ...]
     now: float
-    burst_started_at: float
+    # message id -> when it was first scheduled; a recipient's burst starts at its earliest unread message.
+    seen_at: Mapping[int, float]
+    unseen_at: float  # the start assumed for a message with no scheduled time
     grace_seconds: float
     email_after_seconds: float
     skip_ai_handled: bool = True
@@ -170,7 +172,8 @@ def _decide_one(inp: CheckInput, state: RecipientState) -> tuple[list[Decision],
     )
     if reason is not None:
         return [_skip(state, reason, floor)], None
-    deadline = inp.burst_started_at + inp.grace_seconds
+    started = min(inp.seen_at.get(m, inp.unseen_at) for m in unread)
+    deadline = started + inp.grace_seconds
     if inp.now < deadline:
         return [], deadline
     if state.online:
@@ -184,7 +187,7 @@ def _decide_one(inp: CheckInput, state: RecipientState) -> tuple[list[Decision],
     if state.has_push and not pushed:
         out.append(notify(Channel.WEBPUSH, Reason.UNREAD))
     went_push = state.has_push or pushed
-    email_due = max(deadline, inp.burst_started_at + inp.email_after_seconds) if went_push else deadline
+    email_due = max(deadline, started + inp.email_after_seconds) if went_push else deadline
     if (Channel.EMAIL, floor) in state.notified:
         if not out:
             out.append(_skip(state, Reason.ALREADY_NOTIFIED, floor))

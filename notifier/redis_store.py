@@ -1,10 +1,12 @@
 """Everything we keep in Redis: pending checks, the dispatch lease, presence. Scripts run in one round trip.
 
 Keys (all under `notifier:`):
-- `pending`  zset dialog_id -> due time (epoch s). Coalescing: the first message of a burst sets it (NX).
+- `pending`  zset dialog_id -> due time (epoch s). Coalescing: the earliest deadline wins (ZADD LT), so a
+  burst makes one check, and a new message never waits behind a later escalation recheck.
 - `inflight` zset dialog_id -> lease expiry; a check popped by a dispatcher but not finished yet. An
   expired lease puts the dialog back into `pending`, so a killed worker loses nothing.
-- `first`    hash dialog_id -> when the burst's first message was scheduled (for the email escalation).
+- `seen:<dialog_id>` hash message_id -> when it was scheduled (first call wins): each recipient's burst
+  starts at its first unread message, so deadlines hold even after a read in the middle of a dialog.
 - `latest`   hash dialog_id -> newest message id scheduled (forward only).
 - `presence:admin` zset "manager:dialog" (or "manager:-") -> expiry; `presence:site` zset dialog -> expiry.
 """
@@ -26,16 +28,17 @@ log = logging.getLogger(__name__)
 PREFIX = "notifier:"
 PENDING = PREFIX + "pending"
 INFLIGHT = PREFIX + "inflight"
-FIRST = PREFIX + "first"
+SEEN = PREFIX + "seen:"
 LATEST = PREFIX + "latest"
 PRESENCE_ADMIN = PREFIX + "presence:admin"
 PRESENCE_SITE = PREFIX + "presence:site"
 
+# KEYS: pending, seen:<dialog>, latest. ARGV: dialog, message, seen_at, grace. Returns 1 for a new check.
 SCHEDULE_LUA = """
 local cur = redis.call('HGET', KEYS[3], ARGV[1])
 if (not cur) or tonumber(cur) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[3], ARGV[1], ARGV[2]) end
-redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
-return redis.call('ZADD', KEYS[1], 'NX', tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[1])
+redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
+return redis.call('ZADD', KEYS[1], 'LT', tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[1])
 """
 
 # Expired leases go back to pending first, then due members move to inflight with a fresh lease;
@@ -55,23 +58,26 @@ end
 return due
 """
 
-# A finished check: drop the lease; schedule the recheck (earliest wins); or, when nothing is left to do,
-# forget the burst, unless a newer message is already pending, whose burst then begins at its own time.
+# A finished check: drop the lease; schedule the recheck (earliest wins); or, when nothing is left to do
+# and no newer message is pending, forget the dialog's seen times.
+# KEYS: pending, inflight, seen:<dialog>, latest. ARGV: dialog, recheck_at or ''.
 FINISH_LUA = """
 redis.call('ZREM', KEYS[2], ARGV[1])
 if ARGV[2] ~= '' then
   redis.call('ZADD', KEYS[1], 'LT', tonumber(ARGV[2]), ARGV[1])
   return 1
 end
-local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if due then
-  redis.call('HSET', KEYS[3], ARGV[1], tonumber(due) - tonumber(ARGV[3]))
-else
-  redis.call('HDEL', KEYS[3], ARGV[1])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('DEL', KEYS[3])
   redis.call('HDEL', KEYS[4], ARGV[1])
 end
 return 0
 """
+
+
+def schedule_keys(dialog_id: int) -> list[str]:
+    """KEYS of SCHEDULE_LUA for a dialog (shared by the sync and asyncio clients)."""
+    return [PENDING, f"{SEEN}{dialog_id}", LATEST]
 
 
 def probe(url: str, timeout: float = 0.3) -> bool:
@@ -158,19 +164,20 @@ class Store:
 
     def schedule(self, dialog_id: int, message_id: int, seen_at: float, grace: float) -> bool:
         """Returns True when this call opened a new pending check, False when it coalesced."""
-        added = self._schedule(keys=[PENDING, FIRST, LATEST], args=[dialog_id, message_id, seen_at, grace])
+        added = self._schedule(keys=schedule_keys(dialog_id), args=[dialog_id, message_id, seen_at, grace])
         return bool(added)
 
     def dispatch(self, now: float, limit: int, lease: float) -> list[int]:
         return [int(m) for m in self._dispatch(keys=[PENDING, INFLIGHT], args=[now, limit, lease])]
 
-    def finish(self, dialog_id: int, recheck_at: float | None, grace: float) -> None:
-        args: list[str | float] = [dialog_id, "" if recheck_at is None else repr(recheck_at), grace]
-        self._finish(keys=[PENDING, INFLIGHT, FIRST, LATEST], args=args)
+    def finish(self, dialog_id: int, recheck_at: float | None) -> None:
+        args: list[str | float] = [dialog_id, "" if recheck_at is None else repr(recheck_at)]
+        self._finish(keys=[PENDING, INFLIGHT, f"{SEEN}{dialog_id}", LATEST], args=args)
 
-    def burst_started_at(self, dialog_id: int) -> float | None:
-        raw = cast(str | None, self.r.hget(FIRST, str(dialog_id)))
-        return float(raw) if raw is not None else None
+    def seen_times(self, dialog_id: int) -> dict[int, float]:
+        """message_id -> when it was first scheduled, for the dialog's live burst(s)."""
+        raw = cast(dict[str, str], self.r.hgetall(f"{SEEN}{dialog_id}"))
+        return {int(m): float(t) for m, t in raw.items()}
 
     def pending(self, limit: int = 50) -> list[tuple[int, float]]:
         rows = cast(list[tuple[str, float]], self.r.zrange(PENDING, 0, limit - 1, withscores=True))

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from notifier import models
 from notifier.config import load_settings, set_settings
 from notifier.errors import InvalidInput
-from notifier.redis_store import FIRST, LATEST, PENDING, reset_clients
+from notifier.redis_store import LATEST, PENDING, SEEN, reset_clients
 from notifier.runtime import Runtime
 from tests.support import RedisServer, free_port
 from worker import client
@@ -45,7 +45,7 @@ def test_a_burst_coalesces_into_one_pending_check(rt: Runtime) -> None:
     assert r.zcard(PENDING) == 2
     assert float(r.zscore(PENDING, "100")) == t0 + 60  # due from the burst's first message
     assert r.hget(LATEST, "100") == "13"
-    assert float(r.hget(FIRST, "100")) == t0
+    assert {int(k): float(v) for k, v in r.hgetall(f"{SEEN}100").items()} == {11: t0, 12: t0 + 10, 13: t0 + 10}
 
 
 def test_async_twin_uses_the_same_state(rt: Runtime) -> None:

@@ -33,7 +33,7 @@ def inp(now: float, *states: RecipientState, dialog: DialogFacts = HANDOFF, ids:
         last_manager: int = 10, grace: float = 60, email_after: float = 300, skip_ai: bool = True) -> CheckInput:
     return CheckInput(
         dialog=dialog, visitor_message_ids=ids, last_manager_message_id=last_manager,
-        recipients=states or (state(),), refused=(), now=now, burst_started_at=T0,
+        recipients=states or (state(),), refused=(), now=now, seen_at=dict.fromkeys(ids, T0), unseen_at=now - grace,
         grace_seconds=grace, email_after_seconds=email_after, skip_ai_handled=skip_ai,
     )
 
@@ -84,6 +84,20 @@ class TestEscalation:
         s = state(read_pointer=12, notified=frozenset({(Channel.EMAIL, 10)}))
         d = only(decide(inp(T0 + 61, s)).decisions)
         assert (d.action, d.channel, d.burst_floor, d.first_message_id) == (Action.NOTIFY, Channel.EMAIL, 12, 13)
+
+
+class TestBurstStart:
+    def test_a_recipient_s_burst_starts_at_its_first_unread_message(self) -> None:
+        later = replace(inp(T0), seen_at={11: T0, 12: T0, 13: T0 + 200})
+        s = state(read_pointer=12)
+        before = decide(replace(later, recipients=(s,), now=T0 + 259))
+        assert before.decisions == () and before.recheck_at == T0 + 260
+        d = only(decide(replace(later, recipients=(s,), now=T0 + 261)).decisions)
+        assert (d.action, d.first_message_id, d.burst_floor) == (Action.NOTIFY, 13, 12)
+
+    def test_an_unscheduled_message_is_due_now(self) -> None:
+        base = replace(inp(T0 + 10), seen_at={}, unseen_at=T0 + 10 - 60)
+        assert only(decide(base).decisions).action is Action.NOTIFY
 
 
 class TestSkips:

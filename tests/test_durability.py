@@ -170,7 +170,7 @@ class TestLeases:
         assert rt.store.dispatch(EPOCH0 + 61, 10, 45) == [100]  # then the worker is killed
         assert rt.store.dispatch(EPOCH0 + 61 + 44, 10, 45) == []
         assert rt.store.dispatch(EPOCH0 + 61 + 46, 10, 45) == [100]
-        rt.store.finish(100, None, 60)
+        rt.store.finish(100, None)
         assert rt.store.r.zcard(PENDING) == 0 and rt.store.r.zcard(INFLIGHT) == 0
 
     def test_a_delivery_claimed_by_a_dead_worker_is_retried_after_its_lease(

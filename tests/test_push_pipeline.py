@@ -168,6 +168,36 @@ def test_read_between_push_and_email_cancels_the_email(
     assert smtp_server.messages == []
 
 
+def test_a_new_burst_after_reading_gets_its_own_deadlines(
+    prt: Runtime, tenant: Host, push_service: PushService, smtp_server: SmtpServer
+) -> None:
+    client.save_subscription(OWNER, push_service.new_subscription("laptop"))
+    drive = Drive(prt)
+    with freeze_time(T0) as clock:
+        first = burst(tenant, ["первое"])
+        clock.tick(61)
+        drive()
+        assert len(push_service.wait_for(1)) == 1  # the escalation recheck now waits at T0 + 300
+        clock.tick(100)
+        client.mark_read(100, OWNER, first[-1])
+        clock.tick(39)  # T0 + 200: a new burst begins
+        burst(tenant, ["второе"])
+        clock.tick(59)
+        drive()
+        assert len(push_service.received) == 1  # not before its own grace deadline
+        clock.tick(2)
+        drive()
+        assert len(push_service.wait_for(2)) == 2
+        assert "второе" in push_service.received[-1].payload["body"]
+        clock.tick(40)  # T0 + 301: the first burst's email time; it was read, and the new one is too young
+        drive()
+        assert smtp_server.messages == []
+        clock.tick(200)  # T0 + 501: 300 s after the new burst began, still unread
+        drive()
+    [mail] = smtp_server.wait_for(1)
+    assert "второе" in mail.part("plain") and "первое" not in mail.part("plain")
+
+
 def test_recipient_without_push_gets_email_at_grace(
     prt: Runtime, tenant: Host, push_service: PushService, smtp_server: SmtpServer
 ) -> None:

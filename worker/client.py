@@ -26,7 +26,7 @@ from notifier import readstate
 from notifier.config import Settings, get_settings
 from notifier.db import get_engine
 from notifier.readstate import check_id
-from notifier.redis_store import FIRST, LATEST, PENDING, SCHEDULE_LUA, Store, client_for, resolve_url
+from notifier.redis_store import SCHEDULE_LUA, Store, client_for, resolve_url, schedule_keys
 
 __all__ = [
     "schedule_fallback",
@@ -96,7 +96,7 @@ async def aschedule_fallback(dialog_id: int, message_id: int) -> bool:
     settings = get_settings()
     try:
         script = _async_script(settings)
-        added = await script(keys=[PENDING, FIRST, LATEST], args=[dialog_id, message_id, time.time(), settings.grace_seconds])
+        added = await script(keys=schedule_keys(dialog_id), args=[dialog_id, message_id, time.time(), settings.grace_seconds])
         return _record(bool(added))
     except (redis.RedisError, OSError) as exc:
         return _failed(dialog_id, message_id, exc)
