@@ -187,13 +187,13 @@ def schedule_pipelined(r: Any, ids: range, seen_at: float, grace: float) -> floa
 
     Returns seconds taken.
     """
-    from notifier.redis_store import SCHEDULE_LUA, schedule_keys
+    from notifier.redis_store import SCHEDULE_KEYS, SCHEDULE_LUA, schedule_args
 
     script = r.register_script(SCHEDULE_LUA)
     t0 = time.perf_counter()
     pipe = r.pipeline(transaction=False)
     for i, dialog_id in enumerate(ids, 1):
-        script(keys=schedule_keys(dialog_id), args=[dialog_id, MSG_BASE + dialog_id, seen_at, grace], client=pipe)
+        script(keys=SCHEDULE_KEYS, args=schedule_args(dialog_id, MSG_BASE + dialog_id, seen_at, grace), client=pipe)
         if i % SCHEDULE_BATCH == 0:
             pipe.execute()
     pipe.execute()

@@ -5,19 +5,21 @@ Keys (all under `notifier:`):
   burst makes one check, and a new message never waits behind a later escalation recheck.
 - `inflight` zset dialog_id -> lease expiry; a check popped by a dispatcher but not finished yet. An
   expired lease puts the dialog back into `pending`, so a killed worker loses nothing.
-- `seen:<dialog_id>` hash message_id -> when it was scheduled (first call wins): each recipient's burst
-  starts at its first unread message, so deadlines hold even after a read in the middle of a dialog.
+- `seen`     hash dialog_id -> "message=time,message=time,..." when each message was first scheduled: each
+  recipient's burst starts at its first unread message, so deadlines hold even after a read mid-dialog.
+  One field per dialog (not a key per dialog): creating keys on the hot path costs the tail latency.
 - `latest`   hash dialog_id -> newest message id scheduled (forward only).
 - `presence:admin` zset "manager:dialog" (or "manager:-") -> expiry; `presence:site` zset dialog -> expiry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import redis
 
@@ -28,16 +30,23 @@ log = logging.getLogger(__name__)
 PREFIX = "notifier:"
 PENDING = PREFIX + "pending"
 INFLIGHT = PREFIX + "inflight"
-SEEN = PREFIX + "seen:"
+SEEN = PREFIX + "seen"
+SEEN_CAP = 4000  # characters (~150 messages); later ones count as unseen, i.e. due at once
 LATEST = PREFIX + "latest"
 PRESENCE_ADMIN = PREFIX + "presence:admin"
 PRESENCE_SITE = PREFIX + "presence:site"
 
-# KEYS: pending, seen:<dialog>, latest. ARGV: dialog, message, seen_at, grace. Returns 1 for a new check.
+# KEYS: pending, seen, latest. ARGV: dialog, message, seen_at, grace, seen cap. Returns 1 for a new check.
 SCHEDULE_LUA = """
 local cur = redis.call('HGET', KEYS[3], ARGV[1])
 if (not cur) or tonumber(cur) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[3], ARGV[1], ARGV[2]) end
-redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
+local entry = ARGV[2] .. '=' .. ARGV[3]
+local seen = redis.call('HGET', KEYS[2], ARGV[1])
+if not seen then
+  redis.call('HSET', KEYS[2], ARGV[1], entry)
+elseif string.len(seen) < tonumber(ARGV[5]) and not string.find(',' .. seen, ',' .. ARGV[2] .. '=', 1, true) then
+  redis.call('HSET', KEYS[2], ARGV[1], seen .. ',' .. entry)
+end
 return redis.call('ZADD', KEYS[1], 'LT', tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[1])
 """
 
@@ -60,7 +69,7 @@ return due
 
 # A finished check: drop the lease; schedule the recheck (earliest wins); or, when nothing is left to do
 # and no newer message is pending, forget the dialog's seen times.
-# KEYS: pending, inflight, seen:<dialog>, latest. ARGV: dialog, recheck_at or ''.
+# KEYS: pending, inflight, seen, latest. ARGV: dialog, recheck_at or ''.
 FINISH_LUA = """
 redis.call('ZREM', KEYS[2], ARGV[1])
 if ARGV[2] ~= '' then
@@ -68,16 +77,19 @@ if ARGV[2] ~= '' then
   return 1
 end
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('DEL', KEYS[3])
+  redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('HDEL', KEYS[4], ARGV[1])
 end
 return 0
 """
 
 
-def schedule_keys(dialog_id: int) -> list[str]:
-    """KEYS of SCHEDULE_LUA for a dialog (shared by the sync and asyncio clients)."""
-    return [PENDING, f"{SEEN}{dialog_id}", LATEST]
+SCHEDULE_KEYS = [PENDING, SEEN, LATEST]
+
+
+def schedule_args(dialog_id: int, message_id: int, seen_at: float, grace: float) -> list[int | float]:
+    """ARGV of SCHEDULE_LUA (shared by the sync and asyncio clients)."""
+    return [dialog_id, message_id, seen_at, grace, SEEN_CAP]
 
 
 def probe(url: str, timeout: float = 0.3) -> bool:
@@ -151,6 +163,42 @@ def reset_clients() -> None:
         _resolved.clear()
 
 
+class HotScript:
+    """SCHEDULE_LUA on one dedicated connection per thread: the host's hot path skips redis-py's pool
+    checkout, liveness probe and retry wrapper (about a third of a call's client time). Not thread-safe
+    by design: each thread owns one. Any error drops the connection; the next call reconnects."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._conn: Any = client.connection_pool.make_connection()  # redis-py leaves Connection untyped
+        self._sha = hashlib.sha1(SCHEDULE_LUA.encode()).hexdigest()
+
+    def __call__(self, dialog_id: int, message_id: int, seen_at: float, grace: float) -> bool:
+        conn = self._conn
+        argv = (*SCHEDULE_KEYS, *schedule_args(dialog_id, message_id, seen_at, grace))
+        try:
+            try:
+                conn.send_command("EVALSHA", self._sha, 3, *argv)
+                return bool(conn.read_response())
+            except redis.exceptions.NoScriptError:  # a restarted or flushed Redis forgot the script
+                conn.send_command("EVAL", SCHEDULE_LUA, 3, *argv)
+                return bool(conn.read_response())
+        except (redis.RedisError, OSError):
+            conn.disconnect()
+            raise
+
+    def close(self) -> None:
+        self._conn.disconnect()
+
+
+def parse_seen(raw: str | None) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for item in (raw or "").split(","):
+        message, _, at = item.partition("=")
+        if message and at:
+            out.setdefault(int(message), float(at))
+    return out
+
+
 @dataclass
 class Store:
     """Typed operations on our keys; cheap to build, holds only the client and the loaded scripts."""
@@ -164,7 +212,7 @@ class Store:
 
     def schedule(self, dialog_id: int, message_id: int, seen_at: float, grace: float) -> bool:
         """Returns True when this call opened a new pending check, False when it coalesced."""
-        added = self._schedule(keys=schedule_keys(dialog_id), args=[dialog_id, message_id, seen_at, grace])
+        added = self._schedule(keys=SCHEDULE_KEYS, args=schedule_args(dialog_id, message_id, seen_at, grace))
         return bool(added)
 
     def dispatch(self, now: float, limit: int, lease: float) -> list[int]:
@@ -172,12 +220,12 @@ class Store:
 
     def finish(self, dialog_id: int, recheck_at: float | None) -> None:
         args: list[str | float] = [dialog_id, "" if recheck_at is None else repr(recheck_at)]
-        self._finish(keys=[PENDING, INFLIGHT, f"{SEEN}{dialog_id}", LATEST], args=args)
+        self._finish(keys=[PENDING, INFLIGHT, SEEN, LATEST], args=args)
 
     def seen_times(self, dialog_id: int) -> dict[int, float]:
         """message_id -> when it was first scheduled, for the dialog's live burst(s)."""
-        raw = cast(dict[str, str], self.r.hgetall(f"{SEEN}{dialog_id}"))
-        return {int(m): float(t) for m, t in raw.items()}
+        raw = cast(str | None, self.r.hget(SEEN, str(dialog_id)))
+        return parse_seen(raw)
 
     def pending(self, limit: int = 50) -> list[tuple[int, float]]:
         rows = cast(list[tuple[str, float]], self.r.zrange(PENDING, 0, limit - 1, withscores=True))

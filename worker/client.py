@@ -26,7 +26,7 @@ from notifier import readstate
 from notifier.config import Settings, get_settings
 from notifier.db import get_engine
 from notifier.readstate import check_id
-from notifier.redis_store import SCHEDULE_LUA, Store, client_for, resolve_url, schedule_keys
+from notifier.redis_store import SCHEDULE_KEYS, SCHEDULE_LUA, HotScript, Store, client_for, resolve_url, schedule_args
 
 __all__ = [
     "schedule_fallback",
@@ -58,7 +58,14 @@ def _store() -> Store:
     if store is None or _local.key != (os.getpid(), id(settings)):
         store = Store(client_for(resolve_url(settings)))
         _local.store, _local.key = store, (os.getpid(), id(settings))
+        _local.hot = HotScript(store.r)
     return store
+
+
+def _hot() -> HotScript:
+    _store()
+    hot: HotScript = _local.hot
+    return hot
 
 
 def _record(added: bool) -> bool:
@@ -84,7 +91,7 @@ def schedule_fallback(dialog_id: int, message_id: int) -> bool:
     check_id("message_id", message_id)
     settings = get_settings()
     try:
-        return _record(_store().schedule(dialog_id, message_id, time.time(), settings.grace_seconds))
+        return _record(_hot()(dialog_id, message_id, time.time(), settings.grace_seconds))
     except (redis.RedisError, OSError) as exc:
         return _failed(dialog_id, message_id, exc)
 
@@ -96,7 +103,7 @@ async def aschedule_fallback(dialog_id: int, message_id: int) -> bool:
     settings = get_settings()
     try:
         script = _async_script(settings)
-        added = await script(keys=schedule_keys(dialog_id), args=[dialog_id, message_id, time.time(), settings.grace_seconds])
+        added = await script(keys=SCHEDULE_KEYS, args=schedule_args(dialog_id, message_id, time.time(), settings.grace_seconds))
         return _record(bool(added))
     except (redis.RedisError, OSError) as exc:
         return _failed(dialog_id, message_id, exc)
