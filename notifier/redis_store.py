@@ -173,8 +173,17 @@ class HotScript:
         self._sha = hashlib.sha1(SCHEDULE_LUA.encode()).hexdigest()
 
     def __call__(self, dialog_id: int, message_id: int, seen_at: float, grace: float) -> bool:
-        conn = self._conn
         argv = (*SCHEDULE_KEYS, *schedule_args(dialog_id, message_id, seen_at, grace))
+        try:
+            return self._run(argv)
+        except (redis.ConnectionError, ConnectionError):
+            # A connection Redis closed (restart, idle timeout) fails on first use: reconnect once. The
+            # script is idempotent, so a retry is safe; a timeout is not retried, to bound the wait.
+            self._conn.disconnect()
+            return self._run(argv)
+
+    def _run(self, argv: tuple[object, ...]) -> bool:
+        conn = self._conn
         try:
             try:
                 conn.send_command("EVALSHA", self._sha, 3, *argv)

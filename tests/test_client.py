@@ -79,7 +79,10 @@ def test_redis_restart_is_survived(tmp_path) -> None:  # type: ignore[no-untyped
         server.stop(kill=True)
         assert client.schedule_fallback(100, 12) is False
         server.start()  # same port
-        assert client.schedule_fallback(100, 13)  # the pool reconnects by itself
+        assert client.schedule_fallback(100, 13)  # reconnects by itself
+        server.stop()
+        server.start()  # restarted between two calls: the first call after it must not be lost
+        assert client.schedule_fallback(100, 14)
     finally:
         server.stop()
 
