@@ -10,7 +10,6 @@ from sqlalchemy import Connection, func, select
 from notifier import host, models
 from notifier.decide import (
     Candidate,
-    CheckInput,
     Decision,
     DialogFacts,
     Person,
@@ -129,12 +128,6 @@ def load_recipient_states(
         )
         for c in candidates
     )
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    dialog: DialogRow
-    inp: CheckInput
 
 
 def resolve(conn: Connection, dialog: DialogRow) -> tuple[tuple[Candidate, ...], tuple[Decision, ...]]:

@@ -7,6 +7,7 @@ An absent service fails the run with a message saying what to start; nothing is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -118,13 +119,22 @@ def _clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
     reset_clients()
 
 
-@pytest.fixture
-def rt(settings: Settings, engine: Engine) -> Iterator[Runtime]:
+@contextlib.contextmanager
+def runtime_for(settings: Settings) -> Iterator[Runtime]:
+    """Settings and runtime of this process, as a worker would have them; closed afterwards."""
     set_settings(settings)
     runtime = build_runtime(settings)
     set_runtime(runtime)
-    yield runtime
-    runtime.close()
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+@pytest.fixture
+def rt(settings: Settings, engine: Engine) -> Iterator[Runtime]:
+    with runtime_for(settings) as runtime:
+        yield runtime
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import redis
 from sqlalchemy import Engine, insert
@@ -136,6 +135,3 @@ class Drive:
         self.outcomes.extend(done)
         return done
 
-
-def as_epoch(value: Any) -> float:
-    return float(value.timestamp()) if hasattr(value, "timestamp") else float(value)

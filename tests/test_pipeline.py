@@ -11,7 +11,7 @@ from sqlalchemy import select
 from notifier import models
 from notifier.check import run_check
 from notifier.deliver import run_delivery
-from notifier.enums import DeliveryStatus
+from notifier.enums import Channel, DeliveryStatus
 from notifier.runtime import Runtime
 from tests.smtpserver import SmtpServer
 from tests.support import Drive, Host
@@ -263,13 +263,7 @@ def test_one_smtp_connection_is_reused(rt: Runtime, tenant: Host, drive: Drive, 
         clock.tick(61)
         drive()
     assert len(smtp_server.wait_for(3)) == 3
-    assert rt.sender(models_channel_email()).connections_opened == 1  # type: ignore[attr-defined]
-
-
-def models_channel_email():  # type: ignore[no-untyped-def]
-    from notifier.enums import Channel
-
-    return Channel.EMAIL
+    assert rt.sender(Channel.EMAIL).connections_opened == 1  # type: ignore[attr-defined]
 
 
 def test_english_recipient(rt: Runtime, tenant: Host, drive: Drive, smtp_server: SmtpServer) -> None:

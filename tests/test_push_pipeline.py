@@ -15,7 +15,8 @@ from notifier.config import Settings, load_settings, set_settings
 from notifier.enums import Channel, DeliveryStatus
 from notifier.errors import InvalidInput
 from notifier.pushkeys import generate_vapid_keys
-from notifier.runtime import Runtime, build_runtime, set_runtime
+from notifier.runtime import Runtime
+from tests.conftest import runtime_for
 from tests.pushservice import PushService
 from tests.smtpserver import SmtpServer
 from tests.support import Drive, Host
@@ -46,11 +47,8 @@ def push_settings(base_env: dict[str, str]) -> Settings:
 
 @pytest.fixture
 def prt(push_settings: Settings, engine, redis_server) -> Iterator[Runtime]:  # type: ignore[no-untyped-def]
-    set_settings(push_settings)
-    runtime = build_runtime(push_settings)
-    set_runtime(runtime)
-    yield runtime
-    runtime.close()
+    with runtime_for(push_settings) as runtime:
+        yield runtime
 
 
 @pytest.fixture

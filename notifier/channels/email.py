@@ -12,7 +12,6 @@ import re
 import time
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
-from pathlib import Path
 from typing import Any
 
 import aiosmtplib
@@ -150,6 +149,3 @@ class SmtpSender:
 def build_email_sender(settings: Settings) -> OutboxSender | SmtpSender:
     return SmtpSender(settings) if settings.smtp_host else OutboxSender(settings)
 
-
-def outbox_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.eml"))
