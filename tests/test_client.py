@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import subprocess
 import sys
 
@@ -151,3 +152,16 @@ def test_a_redis_that_forgot_the_script_is_taught_again(rt: Runtime) -> None:
     rt.store.r.script_flush()
     assert client.schedule_fallback(200, 2)  # NOSCRIPT, then EVAL on the same connection
     assert rt.store.r.zcard(PENDING) == 2
+
+
+def test_a_hanging_redis_is_an_outage_not_a_hang_forever() -> None:
+    # A server that accepts connections and never answers: the socket timeout ends the call.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        set_settings(load_settings({"NOTIFIER_REDIS_URL": f"redis://127.0.0.1:{silent.getsockname()[1]}/0"}))
+        reset_clients()
+        assert client.schedule_fallback(100, 11) is False
+    finally:
+        silent.close()
