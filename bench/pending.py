@@ -187,7 +187,7 @@ def schedule_pipelined(r: Any, ids: range, seen_at: float, grace: float) -> floa
 
     Returns seconds taken.
     """
-    from notifier.redis_store import SCHEDULE_KEYS, SCHEDULE_LUA, schedule_args
+    from notifier.store import SCHEDULE_KEYS, SCHEDULE_LUA, schedule_args
 
     script = r.register_script(SCHEDULE_LUA)
     t0 = time.perf_counter()
@@ -210,7 +210,7 @@ def _mb(b: float) -> float:
 def measure_ours(worker: Worker, url: str, n: int) -> dict[str, Any]:
     import redis
 
-    from notifier.redis_store import LATEST, PENDING
+    from notifier.store import LATEST, PENDING
 
     r: Any = redis.Redis.from_url(url, socket_timeout=10.0, decode_responses=True)
     try:
@@ -339,8 +339,9 @@ def measure_dispatch(url: str, db_url: str, tmp: Path, n: int) -> dict[str, Any]
     from notifier.check import CHECK_CHUNK, dispatch
     from notifier.config import load_settings, set_settings
     from notifier.db import dispose_all
-    from notifier.redis_store import INFLIGHT, PENDING, reset_clients
+    from notifier.redis_conn import reset_clients
     from notifier.runtime import build_runtime
+    from notifier.store import INFLIGHT, PENDING
 
     settings = load_settings({
         "NOTIFIER_REDIS_URL": url,

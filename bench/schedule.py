@@ -150,7 +150,7 @@ def _run_against(url: str, tmp: Path, n: int, rounds: int, profile: bool) -> dic
     from celery import Celery
 
     from notifier.config import load_settings, set_settings
-    from notifier.redis_store import reset_clients
+    from notifier.redis_conn import reset_clients
     from worker import client
 
     set_settings(load_settings({"NOTIFIER_REDIS_URL": url, "NOTIFIER_DATABASE_URL": f"sqlite:///{tmp}/b.sqlite3"}))

@@ -1,20 +1,30 @@
-"""A due check for one dialog: load, decide (pure), record every decision, claim deliveries."""
+"""A due check for one dialog: gather, decide (pure), record every decision, claim deliveries.
+
+Orchestration only: reads go through `notifier.snapshot`, writes through `notifier.ledger`, Redis through
+the runtime's `Store`, and every rule lives in `notifier.decide`.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
-from notifier import ledger, models, snapshot
-from notifier.decide import CheckInput, Decision, decide
+from notifier import ledger, snapshot
+from notifier.config import Settings
+from notifier.decide import CheckInput, Decision, RecipientState, decide
 from notifier.enums import Action, Channel, Reason
+from notifier.outages import is_outage
+from notifier.retry import describe
 from notifier.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+DISPATCH_BATCH = 1000
+# Due checks travel to Celery in chunks: one message per chunk keeps the dispatcher fast under a backlog.
+CHECK_CHUNK = 50
+CHECK_RETRY_CAP = 300.0
 
 
 @dataclass(frozen=True)
@@ -24,73 +34,79 @@ class CheckResult:
     recheck_at: float | None
 
 
-def log_decision(dialog_id: int, x: Decision) -> None:
+def log_decision(dialog_id: int, x: Decision, at: str = "check") -> None:
     log.info(
-        "decision dialog=%s manager=%s channel=%s action=%s reason=%s messages=%s..%s",
-        dialog_id, x.manager_id, x.channel.value if x.channel else "-", x.action.value, x.reason.value,
+        "decision at=%s dialog=%s manager=%s channel=%s action=%s reason=%s messages=%s..%s",
+        at, dialog_id, x.manager_id, x.channel.value if x.channel else "-", x.action.value, x.reason.value,
         x.first_message_id, x.last_message_id,
     )
 
 
-def run_check(rt: Runtime, dialog_id: int, now: float | None = None) -> CheckResult:
-    now = time.time() if now is None else now
-    settings = rt.settings
+def build_input(
+    snap: snapshot.DialogSnapshot, online: set[int], seen: dict[int, float], now: float, settings: Settings
+) -> CheckInput:
+    return CheckInput(
+        dialog=snap.facts,
+        messages=snap.messages,
+        recipients=tuple(
+            RecipientState(
+                candidate=c,
+                read_pointer=snap.pointers.get(c.person.id, 0),
+                online=c.person.id in online,
+                has_push=c.person.id in snap.with_push,
+                notified=snap.notified.get(c.person.id, frozenset()),
+            )
+            for c in snap.candidates
+        ),
+        refused=snap.refused,
+        now=now,
+        seen_at=seen,
+        # A message never scheduled (lost, or written while the AI was handling): its deadline is now.
+        unseen_at=now - settings.grace_seconds,
+        grace_seconds=settings.grace_seconds,
+        email_after_seconds=settings.email_after_seconds,
+        skip_ai_handled=settings.ai_handling_skips,
+    )
+
+
+def gather(rt: Runtime, dialog_id: int, now: float) -> tuple[snapshot.DialogSnapshot, CheckInput] | None:
+    """The same facts for the check and for every delivery's last look before sending."""
     seen = rt.store.seen_times(dialog_id)
     with rt.engine.connect() as conn:
-        dialog = snapshot.load_dialog(conn, dialog_id)
-        if dialog is None:
-            decisions: tuple[Decision, ...] = (Decision(None, Action.SKIP, Reason.NO_DIALOG),)
-            inp = None
-        else:
-            candidates, refused = snapshot.resolve(conn, dialog)
-            online = rt.store.online_on_dialog([c.person.id for c in candidates], dialog_id, now)
-            states = snapshot.load_recipient_states(conn, dialog_id, candidates, online, rt.push_enabled)
-            last_manager, visitor_ids = snapshot.load_message_ids(conn, dialog_id)
-            inp = CheckInput(
-                dialog=dialog.facts,
-                visitor_message_ids=visitor_ids,
-                last_manager_message_id=last_manager,
-                recipients=states,
-                refused=refused,
-                now=now,
-                seen_at=seen,
-                # A message never scheduled (lost, or written while the AI was handling): its deadline is now.
-                unseen_at=now - settings.grace_seconds,
-                grace_seconds=settings.grace_seconds,
-                email_after_seconds=settings.email_after_seconds,
-                skip_ai_handled=settings.ai_handling_skips,
-            )
-    recheck_at = None
-    if inp is not None:
-        outcome = decide(inp)
+        snap = snapshot.load_dialog(conn, dialog_id, now, rt.push_enabled)
+    if snap is None:
+        return None
+    online = rt.store.online_on_dialog([c.person.id for c in snap.candidates], dialog_id, now)
+    return snap, build_input(snap, online, seen, now, rt.settings)
+
+
+def run_check(rt: Runtime, dialog_id: int, now: float | None = None) -> CheckResult:
+    now = time.time() if now is None else now
+    gathered = gather(rt, dialog_id, now)
+    recheck_at: float | None = None
+    if gathered is None:
+        decisions: tuple[Decision, ...] = (Decision(None, Action.SKIP, Reason.NO_DIALOG),)
+        newest = 0
+    else:
+        outcome = decide(gathered[1])
         decisions, recheck_at = outcome.decisions, outcome.recheck_at
+        newest = gathered[1].messages.last_visitor_id
     created: list[int] = []
     with rt.engine.begin() as conn:
         ledger.record_decisions(conn, dialog_id, decisions, now)
         for x in decisions:
-            if x.action is not Action.NOTIFY:
+            if x.action is not Action.NOTIFY or x.manager_id is None:
                 continue
-            targets = [""]
-            if x.channel is Channel.WEBPUSH:
-                ps = models.push_subscriptions
-                subs = conn.execute(select(ps.c.id).where(ps.c.manager_id == x.manager_id).order_by(ps.c.id))
-                targets = [str(i) for i in subs.scalars()]
+            targets = snapshot.push_targets(conn, x.manager_id) if x.channel is Channel.WEBPUSH else [""]
             created.extend(ledger.claim_new(conn, dialog_id, x, targets, now))
-        if inp is not None and recheck_at is None and inp.visitor_message_ids:
-            ledger.mark_covered(conn, dialog_id, inp.visitor_message_ids[-1], now)
+        if recheck_at is None and newest:
+            ledger.mark_covered(conn, dialog_id, newest, now)
     for x in decisions:
         log_decision(dialog_id, x)
     return CheckResult(decisions, tuple(created), recheck_at)
 
 
-DISPATCH_BATCH = 1000
-# Due checks travel to Celery in chunks: one message per chunk keeps the dispatcher fast under a backlog.
-CHECK_CHUNK = 50
-
-
-def check_and_enqueue(
-    rt: Runtime, dialog_id: int, enqueue: Callable[[int], object], now: float | None = None
-) -> CheckResult:
+def check_and_enqueue(rt: Runtime, dialog_id: int, enqueue: Callable[[int], object], now: float | None = None) -> CheckResult:
     """Run a check, hand its new deliveries to `enqueue`, then release the dialog (or set its recheck).
 
     The release comes last: a crash before it leaves the inflight lease to expire, and the check runs
@@ -103,6 +119,45 @@ def check_and_enqueue(
     return result
 
 
+def run_checks(
+    rt: Runtime, dialog_ids: list[int], enqueue: Callable[[int], object], now: float | None = None
+) -> Iterator[tuple[int, CheckResult | None]]:
+    """A chunk of due checks, yielding each dialog's result (None: its check failed and was counted).
+
+    One dialog's error costs that dialog an attempt, never the others their turn; an outage (database or
+    Redis unreachable) stops the chunk and propagates, so the caller retries what was not yielded."""
+    rt.store.begin_checks(dialog_ids, time.time() if now is None else now, rt.settings.check_lease_seconds)
+    for dialog_id in dialog_ids:
+        try:
+            result: CheckResult | None = check_and_enqueue(rt, dialog_id, enqueue, now)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            _check_failed(rt, dialog_id, exc, time.time() if now is None else now)
+            result = None
+        yield dialog_id, result
+
+
+def _check_failed(rt: Runtime, dialog_id: int, exc: Exception, now: float) -> None:
+    error = describe(exc)
+    settings = rt.settings
+    attempts, parked = rt.store.check_failed(dialog_id, now, settings.retry_base_seconds, CHECK_RETRY_CAP,
+                                             settings.max_attempts, error)
+    if parked:
+        _record_parked(rt, dialog_id, attempts, error, now)
+    else:
+        log.warning("check dialog=%s outcome=retry attempts=%s error=%s", dialog_id, attempts, error)
+
+
+def _record_parked(rt: Runtime, dialog_id: int, attempts: int, error: str, now: float) -> None:
+    log.error("check dialog=%s outcome=parked attempts=%s error=%s", dialog_id, attempts, error)
+    try:
+        with rt.engine.begin() as conn:
+            ledger.record_decisions(conn, dialog_id, [Decision(None, Action.SKIP, Reason.CHECK_FAILED)], now)
+    except Exception as exc:  # noqa: BLE001 - the record in Redis stands; the database may be the cause
+        log.warning("check dialog=%s parked decision not recorded error=%s", dialog_id, describe(exc))
+
+
 def dispatch(
     rt: Runtime,
     enqueue_checks: Callable[[list[int]], object],
@@ -112,14 +167,17 @@ def dispatch(
 ) -> int:
     """Move due checks to the queue (atomically in Redis) and re-enqueue deliveries whose worker vanished."""
     now = time.time() if now is None else now
+    settings = rt.settings
     moved = 0
     for _ in range(max_batches):
-        due = rt.store.dispatch(now, DISPATCH_BATCH, rt.settings.check_lease_seconds)
-        for i in range(0, len(due), CHECK_CHUNK):
-            enqueue_checks(due[i : i + CHECK_CHUNK])
-        moved += len(due)
-        if len(due) < DISPATCH_BATCH:
+        batch = rt.store.dispatch(now, DISPATCH_BATCH, settings.check_lease_seconds, settings.max_attempts)
+        for dialog_id in batch.parked:
+            _record_parked(rt, dialog_id, settings.max_attempts, "check lease expired while running", now)
+        for i in range(0, len(batch.due), CHECK_CHUNK):
+            enqueue_checks(batch.due[i : i + CHECK_CHUNK])
+        moved += len(batch.due)
+        if len(batch.due) < DISPATCH_BATCH:
             break
-    for delivery_id in ledger.requeue_stale(rt.engine, now):
+    for delivery_id in ledger.sweep(rt.engine, now, settings.max_attempts):
         enqueue_delivery(delivery_id)
     return moved

@@ -1,20 +1,21 @@
-"""The `notifier` command: init-db, schedule, status, worker, demo, vapid."""
+"""The `notifier` command: init-db, schedule, status, why, worker, demo, vapid."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import func, select
-
-from notifier import models
+from notifier import snapshot
 from notifier.config import get_settings
 from notifier.db import get_engine
 from notifier.errors import NotifierError
+from notifier.validate import check_id
 
 
 def _fmt_time(ts: float | None) -> str:
@@ -40,50 +41,84 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from notifier.redis_store import Store, client_for, resolve_url
+    from notifier.redis_conn import client_for, resolve_url
+    from notifier.store import Store
 
     settings = get_settings()
     store = Store(client_for(resolve_url(settings)))
     counts = store.counts()
-    print(f"pending checks: {counts['pending']}   in flight: {counts['inflight']}")
+    print(f"pending checks: {counts['pending']}   in flight: {counts['inflight']}   parked: {counts['parked']}")
     for dialog_id, due in store.pending(10):
         print(f"  dialog {dialog_id} due {_fmt_time(due)}")
-    engine = get_engine(settings.database_url)
-    dec, dl = models.decisions, models.deliveries
-    with engine.connect() as conn:
+    with get_engine(settings.database_url).connect() as conn:
         print(f"\nrecent decisions (newest first, {args.limit}):")
-        rows = conn.execute(select(dec).order_by(dec.c.id.desc()).limit(args.limit)).all()
-        for r in rows:
+        for r in snapshot.recent_decisions(conn, args.limit):
             print(
                 f"  {_fmt_time(r.created_at)} dialog={r.dialog_id} manager={r.manager_id or '-'} "
                 f"{r.action} {r.channel or '-'} reason={r.reason} "
                 f"messages={r.first_message_id or '-'}..{r.last_message_id or '-'}"
             )
         print("\ndeliveries by channel and status:")
-        grouped = conn.execute(
-            select(dl.c.channel, dl.c.status, func.count())
-            .group_by(dl.c.channel, dl.c.status)
-            .order_by(dl.c.channel, dl.c.status)
-        ).all()
-        for channel, status, count in grouped:
+        for channel, status, count in snapshot.delivery_counts(conn):
             print(f"  {channel:8} {status:10} {count}")
-        failed = conn.execute(
-            select(dl).where(dl.c.status == "failed").order_by(dl.c.id.desc()).limit(args.limit)
-        ).all()
-        if failed:
-            print("\nfailed deliveries:")
-            for r in failed:
-                print(
-                    f"  #{r.id} dialog={r.dialog_id} manager={r.manager_id} {r.channel} "
-                    f"attempts={r.attempts} error={r.last_error}"
-                )
+        failed = snapshot.failed_deliveries(conn, args.limit)
+    if failed:
+        print("\nfailed deliveries:")
+        for r in failed:
+            print(f"  #{r.id} dialog={r.dialog_id} manager={r.manager_id} {r.channel} attempts={r.attempts} error={r.last_error}")
+    return 0
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+def why_report(dialog_id: int, manager_id: int | None) -> dict[str, Any]:
+    """Every decision and delivery for a dialog, oldest first: the answer to "why was I (not) notified?"."""
+    with get_engine(get_settings().database_url).connect() as conn:
+        decisions, deliveries = snapshot.dialog_history(conn, dialog_id, manager_id)
+    return {
+        "dialog_id": dialog_id,
+        "decisions": [
+            {"at": _iso(r.created_at), "manager_id": r.manager_id, "channel": r.channel, "action": r.action,
+             "reason": r.reason, "first_message_id": r.first_message_id, "last_message_id": r.last_message_id}
+            for r in decisions
+        ],
+        "deliveries": [
+            {"id": r.id, "manager_id": r.manager_id, "channel": r.channel, "status": r.status, "attempts": r.attempts,
+             "last_error": r.last_error, "sent_at": _iso(r.sent_at)}
+            for r in deliveries
+        ],
+    }
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    check_id("DIALOG_ID", args.dialog_id)
+    if args.manager is not None:
+        check_id("--manager", args.manager)
+    report = why_report(args.dialog_id, args.manager)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    who = f" for manager {args.manager}" if args.manager is not None else ""
+    print(f"dialog {args.dialog_id}{who}")
+    print("decisions (oldest first):" if report["decisions"] else "no decisions yet")
+    for x in report["decisions"]:
+        first, last = x["first_message_id"], x["last_message_id"]
+        messages = f" messages={first}..{last}" if first is not None else ""
+        print(f"  {x['at']} manager={x['manager_id'] or '-'} {x['channel'] or '-'} {x['action']} reason={x['reason']}{messages}")
+    print("deliveries:" if report["deliveries"] else "no deliveries")
+    for x in report["deliveries"]:
+        sent = f" sent={x['sent_at']}" if x["sent_at"] else ""
+        error = f" last_error={x['last_error']}" if x["last_error"] else ""
+        print(f"  #{x['id']} manager={x['manager_id']} {x['channel']} {x['status']} attempts={x['attempts']}{sent}{error}")
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Resolve Redis (starting the embedded one if needed), create our tables, then run Celery."""
     from notifier.migrate import upgrade
-    from notifier.redis_store import resolve_url
+    from notifier.redis_conn import resolve_url
 
     settings = get_settings()
     os.environ["NOTIFIER_REDIS_URL"] = resolve_url(settings)  # every child shares the same Redis
@@ -125,6 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("status", help="pending checks, recent decisions, deliveries")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(fn=cmd_status)
+    p = sub.add_parser("why", help="every decision and delivery of a dialog: why was a manager (not) notified?")
+    p.add_argument("dialog_id", type=int, metavar="DIALOG_ID")
+    p.add_argument("--manager", type=int, metavar="ID", help="only this manager's decisions and deliveries")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    p.set_defaults(fn=cmd_why)
     p = sub.add_parser("worker", help="run the Celery worker (with beat) on the configured or embedded services")
     p.add_argument("--no-beat", action="store_true", help="run beat elsewhere (one beat per deployment is enough)")
     p.add_argument("--concurrency", type=int, default=0)

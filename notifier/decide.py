@@ -1,17 +1,20 @@
 """The decision, pure: who hears about a dialog's unread visitor messages, by which channel, and why not.
 
 No database, network or clock in here: the caller loads a frozen `CheckInput` (with `now`) and records what
-`decide` returns. Every recipient gets a `Decision` with a reason, sent or not, so "why was I not notified?"
-always has an answer. A recipient whose deadline has not come yet gets no decision; `recheck_at` says when
-to look again.
+comes back. `decide` runs when a dialog's check is due; `decide_delivery` runs the same rules again for one
+delivery just before it is sent, because state changes during the grace period and during retries.
+Every recipient gets a `Decision` with a reason, sent or not. A recipient whose deadline has not come yet
+gets no decision; `recheck_at` says when to look again.
 
 Precedence, first match wins, per recipient:
 1. tenant guard (an assigned manager outside the tenant is refused; the owner takes their place);
-2. inactive account; dialog ended; AI handling (no handoff, not taken over);
+   at send time, someone who is no longer a recipient at all (left the team, handoff reassigned);
+2. inactive account; dialog ended (no visitor message since the host's `ended_at`); AI handling;
 3. nothing unread for them (answered by a manager, or read up to their pointer);
-4. grace deadline not reached -> wait;
+4. grace deadline not reached -> wait (decision time only: at send time the deadline was already judged);
 5. online on this dialog -> skip;
-6. push: once per burst, at the grace deadline, when they have a subscription;
+6. push: once per burst, at the grace deadline, when they have a subscription (at send time: the
+   subscription still exists and still belongs to them);
 7. email: once per burst, at the grace deadline when they have no push, else `email_after` after the
    burst began; no address -> skip.
 A burst is what is unread above `max(read pointer, last manager message)`; that floor keys the ledger, so
@@ -20,7 +23,7 @@ a new burst begins only when the manager reads or answers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from notifier.enums import Action, Channel, Reason, Relation
@@ -33,9 +36,18 @@ class Person:
     id: int
     email: str | None
     first_name: str | None = None
-    role: str = "user"
-    status: str = "active"
+    role: str | None = "user"
+    status: str | None = "active"
     language: str | None = None
+
+    @property
+    def active(self) -> bool:
+        # The host's users.status has no default: a NULL status is a live account.
+        return self.status is None or self.status.strip().lower() == "active"
+
+    @property
+    def is_admin(self) -> bool:
+        return (self.role or "").strip().lower() == "admin"
 
 
 @dataclass(frozen=True)
@@ -45,11 +57,60 @@ class DialogFacts:
     handoff_status: str | None = None
     is_taken_over: bool = False
     assigned_manager_id: int | None = None
-    ended: bool = False
+    # Epoch seconds. The host writes ended_at whenever the AI answers, so it means "ended" only while no
+    # visitor has written since.
+    ended_at: float | None = None
+    last_visitor_at: float | None = None
 
     @property
     def needs_human(self) -> bool:
         return self.is_taken_over or (self.handoff_status or "none") in HANDOFF_NEEDS_HUMAN
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None and (self.last_visitor_at is None or self.last_visitor_at <= self.ended_at)
+
+
+def dialog_reason(dialog: DialogFacts, skip_ai_handled: bool) -> Reason | None:
+    """Why no visitor message of this dialog needs a fallback now, or None (also the reconciler's filter)."""
+    if dialog.ended:
+        return Reason.DIALOG_ENDED
+    if skip_ai_handled and not dialog.needs_human:
+        return Reason.AI_HANDLING
+    return None
+
+
+@dataclass(frozen=True)
+class Unread:
+    count: int  # exact, however long the burst
+    first_id: int
+    last_id: int
+
+
+@dataclass(frozen=True)
+class Messages:
+    """The dialog's visitor messages as the decision needs them: ids and counts, never text."""
+
+    last_manager_id: int = 0
+    last_visitor_id: int = 0
+    # threshold -> (count, first id) of visitor messages above it, for every threshold the loader was asked
+    # about: the last manager message and each recipient's read pointer.
+    above: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_ids(cls, visitor_ids: Iterable[int], last_manager_id: int, thresholds: Iterable[int]) -> Messages:
+        ids = sorted(visitor_ids)
+        above = {}
+        for t in {last_manager_id, *thresholds}:
+            later = [i for i in ids if i > t]
+            above[t] = (len(later), later[0] if later else 0)
+        return cls(last_manager_id, ids[-1] if ids else 0, above)
+
+    def unread_above(self, floor: int) -> Unread | None:
+        if self.last_visitor_id <= floor:
+            return None
+        count, first = self.above[floor]
+        return Unread(count, first, self.last_visitor_id) if count else None
 
 
 @dataclass(frozen=True)
@@ -60,7 +121,7 @@ class Candidate:
 
 @dataclass(frozen=True)
 class RecipientState:
-    """What the loader knows about one candidate at check time."""
+    """What the loader knows about one candidate when the decision is made."""
 
     candidate: Candidate
     read_pointer: int = 0
@@ -84,9 +145,7 @@ class Decision:
 @dataclass(frozen=True)
 class CheckInput:
     dialog: DialogFacts
-    # Visitor messages with an id above the last manager message, ascending.
-    visitor_message_ids: tuple[int, ...]
-    last_manager_message_id: int
+    messages: Messages
     recipients: tuple[RecipientState, ...]
     refused: tuple[Decision, ...]
     now: float
@@ -105,8 +164,20 @@ class Outcome:
     notify: tuple[Decision, ...] = field(default=())
 
 
-def _guard_allows(person: Person, owner_id: int, team_ids: frozenset[int]) -> bool:
-    return person.id == owner_id or person.id in team_ids or person.role == "admin"
+@dataclass(frozen=True)
+class PendingDelivery:
+    """A delivery about to be sent, as `decide_delivery` judges it."""
+
+    manager_id: int
+    channel: Channel
+    burst_floor: int
+    # Push only: the manager who owns the target subscription now (None: it was deleted).
+    subscription_owner: int | None = None
+
+
+def guard_allows(person: Person, owner_id: int, team_ids: frozenset[int]) -> bool:
+    """The tenant guard: only the owner, a registered member of the owner's team, or a platform admin."""
+    return person.id == owner_id or person.id in team_ids or person.is_admin
 
 
 def resolve_recipients(
@@ -121,7 +192,7 @@ def resolve_recipients(
     assigned_id = dialog.assigned_manager_id
     if dialog.handoff_status == "active" and assigned_id is not None:
         assigned = people.get(assigned_id)
-        if assigned is not None and _guard_allows(assigned, dialog.owner_id, team_ids):
+        if assigned is not None and guard_allows(assigned, dialog.owner_id, team_ids):
             relation = Relation.OWNER if assigned_id == dialog.owner_id else Relation.ASSIGNED
             return (Candidate(assigned, relation),), ()
         refused.append(Decision(assigned_id, Action.SKIP, Reason.TENANT_GUARD))
@@ -136,66 +207,70 @@ def resolve_recipients(
     return tuple(candidates), tuple(refused)
 
 
-def _skip(state: RecipientState, reason: Reason, floor: int = 0) -> Decision:
-    return Decision(state.candidate.person.id, Action.SKIP, reason, burst_floor=floor)
-
-
-def blocking_reason(
-    dialog: DialogFacts,
-    person: Person,
-    visitor_message_ids: tuple[int, ...],
-    last_manager_message_id: int,
-    read_pointer: int,
-    skip_ai_handled: bool,
-) -> tuple[Reason | None, int, tuple[int, ...]]:
-    """(reason not to notify or None, burst floor, unread ids): rules 2-3, shared by the check and the
-    re-check a delivery makes just before sending."""
-    if person.status != "active":
-        return Reason.INACTIVE, 0, ()
-    if dialog.ended:
-        return Reason.DIALOG_ENDED, 0, ()
-    if skip_ai_handled and not dialog.needs_human:
-        return Reason.AI_HANDLING, 0, ()
-    floor = max(read_pointer, last_manager_message_id)
-    unread = tuple(m for m in visitor_message_ids if m > floor)
-    if not unread:
-        answered = not visitor_message_ids and last_manager_message_id > 0
-        return (Reason.ANSWERED if answered else Reason.READ), floor, ()
+def _stop(inp: CheckInput, state: RecipientState) -> tuple[Reason | None, int, Unread | None]:
+    """Rules 2-3, for every channel: (reason not to notify or None, burst floor, the unread burst)."""
+    if not state.candidate.person.active:
+        return Reason.INACTIVE, 0, None
+    if (reason := dialog_reason(inp.dialog, inp.skip_ai_handled)) is not None:
+        return reason, 0, None
+    messages = inp.messages
+    floor = max(state.read_pointer, messages.last_manager_id)
+    unread = messages.unread_above(floor)
+    if unread is None:
+        answered = messages.last_manager_id > 0 and messages.last_visitor_id <= messages.last_manager_id
+        return (Reason.ANSWERED if answered else Reason.READ), floor, None
     return None, floor, unread
+
+
+def _channel_stop(person: Person, channel: Channel, subscription_owner: int | None = None) -> Reason | None:
+    if channel is Channel.EMAIL and not person.email:
+        return Reason.NO_ADDRESS
+    if channel is Channel.WEBPUSH and subscription_owner != person.id:
+        return Reason.SUBSCRIPTION_GONE if subscription_owner is None else Reason.SUBSCRIPTION_MOVED
+    return None
+
+
+def burst_start(inp: CheckInput, unread: Unread) -> float:
+    """When the burst began: its earliest scheduled message (a never-scheduled one counts as `unseen_at`)."""
+    known = [t for m, t in inp.seen_at.items() if unread.first_id <= m <= unread.last_id]
+    if len(known) < unread.count:
+        known.append(inp.unseen_at)
+    return min(known)
+
+
+def _skip(manager_id: int, reason: Reason, floor: int = 0, channel: Channel | None = None) -> Decision:
+    return Decision(manager_id, Action.SKIP, reason, channel, burst_floor=floor)
 
 
 def _decide_one(inp: CheckInput, state: RecipientState) -> tuple[list[Decision], float | None]:
     person = state.candidate.person
-    reason, floor, unread = blocking_reason(
-        inp.dialog, person, inp.visitor_message_ids, inp.last_manager_message_id, state.read_pointer,
-        inp.skip_ai_handled,
-    )
-    if reason is not None:
-        return [_skip(state, reason, floor)], None
-    started = min(inp.seen_at.get(m, inp.unseen_at) for m in unread)
-    deadline = started + inp.grace_seconds
+    reason, floor, unread = _stop(inp, state)
+    if reason is not None or unread is None:
+        return [_skip(person.id, reason or Reason.READ, floor)], None
+    start = burst_start(inp, unread)
+    deadline = start + inp.grace_seconds
     if inp.now < deadline:
         return [], deadline
     if state.online:
-        return [_skip(state, Reason.ONLINE, floor)], None
+        return [_skip(person.id, Reason.ONLINE, floor)], None
 
     def notify(channel: Channel, why: Reason) -> Decision:
-        return Decision(person.id, Action.NOTIFY, why, channel, floor, unread[0], unread[-1])
+        return Decision(person.id, Action.NOTIFY, why, channel, floor, unread.first_id, unread.last_id)
 
     out: list[Decision] = []
     pushed = (Channel.WEBPUSH, floor) in state.notified
     if state.has_push and not pushed:
         out.append(notify(Channel.WEBPUSH, Reason.UNREAD))
     went_push = state.has_push or pushed
-    email_due = max(deadline, started + inp.email_after_seconds) if went_push else deadline
+    email_due = max(deadline, start + inp.email_after_seconds) if went_push else deadline
     if (Channel.EMAIL, floor) in state.notified:
         if not out:
-            out.append(_skip(state, Reason.ALREADY_NOTIFIED, floor))
+            out.append(_skip(person.id, Reason.ALREADY_NOTIFIED, floor))
         return out, None
     if inp.now < email_due:
         return out, email_due
-    if not person.email:
-        out.append(_skip(state, Reason.NO_ADDRESS, floor))
+    if (stop := _channel_stop(person, Channel.EMAIL)) is not None:
+        out.append(_skip(person.id, stop, floor))
     else:
         out.append(notify(Channel.EMAIL, Reason.ESCALATED if went_push else Reason.UNREAD))
     return out, None
@@ -211,3 +286,24 @@ def decide(inp: CheckInput) -> Outcome:
             rechecks.append(recheck)
     notify = tuple(d for d in decisions if d.action is Action.NOTIFY)
     return Outcome(tuple(decisions), min(rechecks) if rechecks else None, notify)
+
+
+def decide_delivery(inp: CheckInput, pending: PendingDelivery) -> Decision:
+    """The same rules for one delivery just before sending: NOTIFY means send now, SKIP says why not."""
+    manager_id, channel = pending.manager_id, pending.channel
+    state = next((s for s in inp.recipients if s.candidate.person.id == manager_id), None)
+    if state is None:
+        refused = any(r.manager_id == manager_id for r in inp.refused)
+        return _skip(manager_id, Reason.TENANT_GUARD if refused else Reason.NOT_RECIPIENT, pending.burst_floor, channel)
+    reason, floor, unread = _stop(inp, state)
+    if reason is not None or unread is None:
+        return _skip(manager_id, reason or Reason.READ, pending.burst_floor, channel)
+    if floor != pending.burst_floor:
+        # This burst was read or answered; a newer burst has its own check and its own ledger key.
+        answered = inp.messages.last_manager_id > pending.burst_floor
+        return _skip(manager_id, Reason.ANSWERED if answered else Reason.READ, pending.burst_floor, channel)
+    if state.online:
+        return _skip(manager_id, Reason.ONLINE, floor, channel)
+    if (stop := _channel_stop(state.candidate.person, channel, pending.subscription_owner)) is not None:
+        return _skip(manager_id, stop, floor, channel)
+    return Decision(manager_id, Action.NOTIFY, Reason.UNREAD, channel, floor, unread.first_id, unread.last_id)

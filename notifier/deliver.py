@@ -1,43 +1,42 @@
-"""One delivery (recipient x channel x target): claim, check again, render, send, record."""
+"""One delivery (recipient x channel x target): claim, decide again, render, send, record.
+
+Every claim is an attempt, and every exception after it counts: errors that cannot succeed on a retry
+(a permanent refusal, a malformed or unencodable address, a template error, a bug) fail the delivery at
+once; transient ones (the server said "later", a timeout, a network or database outage) retry with backoff
+until NOTIFIER_MAX_ATTEMPTS, then fail.
+"""
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from dataclasses import dataclass
+from email.utils import parseaddr
 
-from sqlalchemy import delete, select
-
-from notifier import ledger, models, snapshot
+from notifier import ledger, snapshot
 from notifier.channels.base import EmailTarget, PushTarget
-from notifier.decide import blocking_reason
-from notifier.enums import Channel, DeliveryStatus, Reason
-from notifier.errors import PermanentError, SubscriptionGone, TransientError
-from notifier.render import MessageView, RenderContext
+from notifier.check import gather, log_decision
+from notifier.decide import Decision, PendingDelivery, decide_delivery
+from notifier.enums import Action, Channel, DeliveryStatus, FailReason, Reason
+from notifier.errors import PermanentError, SubscriptionGone, TransientError, Unavailable
+from notifier.outages import is_outage
+from notifier.render import MAX_SHOWN, MessageView, RenderContext
+from notifier.retry import backoff, describe
 from notifier.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-BACKOFF_CAP = 900.0
-
 
 @dataclass(frozen=True)
 class DeliveryOutcome:
-    status: DeliveryStatus | None  # None: not ours to send (done, not due, or held elsewhere)
+    status: DeliveryStatus | None  # None: not ours to send (done, not due, held elsewhere, out of attempts)
     retry_in: float | None = None
     reason: str = ""
 
 
-def backoff(attempt: int, retry_after: float | None, base_seconds: float = 10.0, rng: random.Random | None = None) -> float:
-    """Exponential with +-20% jitter, capped; a server's Retry-After wins when it asks for longer."""
-    base = min(BACKOFF_CAP, base_seconds * 2 ** max(0, attempt - 1))
-    jittered: float = base * (rng or random).uniform(0.8, 1.2)
-    return min(3600.0, max(jittered, retry_after or 0.0))
-
-
 def message_id_for(delivery_id: int, dialog_id: int, email_from: str) -> str:
-    domain = email_from.rsplit("@", 1)[-1].strip(" >") or "localhost"
+    """Stable per ledger row, so a retry after an ambiguous timeout carries the same Message-ID."""
+    domain = parseaddr(email_from)[1].rpartition("@")[2] or "localhost"
     return f"<notifier.{delivery_id}.d{dialog_id}@{domain}>"
 
 
@@ -48,93 +47,87 @@ def _log(row: ledger.DeliveryRow, outcome: str, reason: str) -> None:
     )
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Could the same attempt succeed later? Server deferrals, timeouts, network and service outages."""
+    return isinstance(exc, (TransientError, Unavailable, OSError)) or is_outage(exc)
+
+
 def run_delivery(rt: Runtime, delivery_id: int, now: float | None = None) -> DeliveryOutcome:
     now = time.time() if now is None else now
-    row = ledger.claim(rt.engine, delivery_id, now, rt.settings.send_lease_seconds)
+    row = ledger.claim(rt.engine, delivery_id, now, rt.settings.send_lease_seconds, rt.settings.max_attempts)
     if row is None:
         return DeliveryOutcome(None, reason="not claimable")
+    try:
+        return _attempt(rt, row, now)
+    except SubscriptionGone as exc:
+        ledger.mark_failed(rt.engine, row.id, now, FailReason.SUBSCRIPTION_GONE, str(exc), delete_subscription=int(row.target))
+        _log(row, "failed", FailReason.SUBSCRIPTION_GONE.value)
+        return DeliveryOutcome(DeliveryStatus.FAILED, reason=str(exc))
+    except Exception as exc:
+        return _failed_attempt(rt, row, exc, now)
+
+
+def _failed_attempt(rt: Runtime, row: ledger.DeliveryRow, exc: Exception, now: float) -> DeliveryOutcome:
+    error = str(exc) if isinstance(exc, (TransientError, PermanentError)) else describe(exc)
+    if not is_transient(exc):
+        if not isinstance(exc, PermanentError):
+            debug = log.isEnabledFor(logging.DEBUG)  # the traceback only when asked for
+            log.error("delivery id=%s cannot succeed on a retry error=%s", row.id, describe(exc), exc_info=debug)
+        ledger.mark_failed(rt.engine, row.id, now, FailReason.PERMANENT_ERROR, error)
+        _log(row, "failed", FailReason.PERMANENT_ERROR.value)
+        return DeliveryOutcome(DeliveryStatus.FAILED, reason=error)
+    if row.attempts >= rt.settings.max_attempts:
+        gave_up = f"gave up after {row.attempts} attempts: {error}"
+        ledger.mark_failed(rt.engine, row.id, now, FailReason.ATTEMPTS_EXHAUSTED, gave_up)
+        _log(row, "failed", FailReason.ATTEMPTS_EXHAUSTED.value)
+        return DeliveryOutcome(DeliveryStatus.FAILED, reason=error)
+    retry_after = exc.retry_after if isinstance(exc, TransientError) else None
+    wait = backoff(row.attempts, retry_after, rt.settings.retry_base_seconds)
+    ledger.mark_retry(rt.engine, row.id, now, wait, error)
+    _log(row, "retry", f"transient_error retry_in={wait:.1f}s")
+    return DeliveryOutcome(DeliveryStatus.PENDING, retry_in=wait, reason=error)
+
+
+def _attempt(rt: Runtime, row: ledger.DeliveryRow, now: float) -> DeliveryOutcome:
     settings = rt.settings
+    subscription = None
+    if row.channel is Channel.WEBPUSH:
+        with rt.engine.connect() as conn:
+            subscription = snapshot.load_subscription(conn, int(row.target))
+    gathered = gather(rt, row.dialog_id, now)
+    if gathered is None:
+        decision = Decision(row.manager_id, Action.SKIP, Reason.NO_DIALOG, row.channel, row.burst_floor)
+    else:
+        owner = subscription.manager_id if subscription is not None else None
+        decision = decide_delivery(gathered[1], PendingDelivery(row.manager_id, row.channel, row.burst_floor, owner))
+    if decision.action is Action.SKIP or gathered is None:
+        ledger.mark_skipped(rt.engine, row, decision, now)
+        log_decision(row.dialog_id, decision, at="send")
+        _log(row, "skipped", decision.reason.value)
+        return DeliveryOutcome(DeliveryStatus.SKIPPED, reason=decision.reason.value)
+    snap, inp = gathered
+    person = next(c.person for c in snap.candidates if c.person.id == row.manager_id)
+    unread = inp.messages.unread_above(decision.burst_floor)
     with rt.engine.connect() as conn:
-        dialog = snapshot.load_dialog(conn, row.dialog_id)
-        person = snapshot.load_people(conn, {row.manager_id}).get(row.manager_id)
-        last_manager, visitor_ids = snapshot.load_message_ids(conn, row.dialog_id)
-        rp = models.read_pointers
-        pointer = conn.execute(
-            select(rp.c.message_id).where(rp.c.dialog_id == row.dialog_id, rp.c.manager_id == row.manager_id)
-        ).scalar_one_or_none() or 0
-        reason: Reason | None = Reason.NO_DIALOG if dialog is None or person is None else None
-        unread: tuple[int, ...] = ()
-        if dialog is not None and person is not None:
-            # Zulip's lesson: state changes during the grace period and retries, so look again now.
-            reason, _floor, unread = blocking_reason(
-                dialog.facts, person, visitor_ids, last_manager, pointer, settings.ai_handling_skips
-            )
-            if reason is None and rt.store.online_on_dialog([row.manager_id], row.dialog_id, now):
-                reason = Reason.ONLINE
-        texts = snapshot.load_texts(conn, list(unread)) if reason is None else {}
-        sub = None
-        if reason is None and row.channel is Channel.WEBPUSH:
-            ps = models.push_subscriptions
-            sub = conn.execute(select(ps).where(ps.c.id == int(row.target))).one_or_none()
-    if reason is not None:
-        ledger.mark_final(rt.engine, row.id, now, DeliveryStatus.CANCELLED, reason.value)
-        _log(row, "cancelled", reason.value)
-        return DeliveryOutcome(DeliveryStatus.CANCELLED, reason=reason.value)
-    assert dialog is not None and person is not None
+        shown = snapshot.load_shown(conn, row.dialog_id, decision.burst_floor, MAX_SHOWN)
     ctx = RenderContext(
         dialog_id=row.dialog_id,
         language=person.language or settings.default_language,
         recipient_name=person.first_name,
-        visitor_name=dialog.visitor_name,
-        site_name=dialog.site_name,
-        messages=tuple(MessageView(i, texts.get(i, "")) for i in unread),
+        visitor_name=snap.visitor_name,
+        site_name=snap.site_name,
+        messages=tuple(MessageView(i, text) for i, text in shown),
         dialog_url=settings.dialog_link(row.dialog_id),
+        total=unread.count if unread is not None else len(shown),
     )
-    target: EmailTarget | PushTarget
-    rendered: object
     if row.channel is Channel.EMAIL:
-        if not person.email:
-            ledger.mark_final(rt.engine, row.id, now, DeliveryStatus.CANCELLED, Reason.NO_ADDRESS.value)
-            _log(row, "cancelled", Reason.NO_ADDRESS.value)
-            return DeliveryOutcome(DeliveryStatus.CANCELLED, reason=Reason.NO_ADDRESS.value)
+        assert person.email is not None  # decide_delivery said no_address otherwise
         target = EmailTarget(person.email, person.first_name, message_id_for(row.id, row.dialog_id, settings.email_from))
-        rendered = rt.renderer().email(ctx)
+        result = rt.sender(Channel.EMAIL).send(target, rt.renderer().email(ctx))
     else:
-        if sub is None:
-            ledger.mark_final(rt.engine, row.id, now, DeliveryStatus.GONE, "subscription deleted")
-            _log(row, "gone", "subscription_deleted")
-            return DeliveryOutcome(DeliveryStatus.GONE, reason="subscription deleted")
-        target = PushTarget(sub.id, sub.endpoint, sub.p256dh, sub.auth)
-        rendered = rt.renderer().push(ctx)
-    return _send(rt, row, target, rendered, now)
-
-
-def _send(
-    rt: Runtime, row: ledger.DeliveryRow, target: EmailTarget | PushTarget, rendered: object, now: float
-) -> DeliveryOutcome:
-    try:
-        result = rt.sender(row.channel).send(target, rendered)
-    except SubscriptionGone as exc:
-        assert isinstance(target, PushTarget)
-        with rt.engine.begin() as conn:
-            ps = models.push_subscriptions
-            conn.execute(delete(ps).where(ps.c.id == target.subscription_id))
-        ledger.mark_final(rt.engine, row.id, now, DeliveryStatus.GONE, str(exc))
-        _log(row, "gone", "subscription_gone")
-        return DeliveryOutcome(DeliveryStatus.GONE, reason=str(exc))
-    except PermanentError as exc:
-        ledger.mark_final(rt.engine, row.id, now, DeliveryStatus.FAILED, str(exc))
-        _log(row, "failed", "permanent_error")
-        return DeliveryOutcome(DeliveryStatus.FAILED, reason=str(exc))
-    except TransientError as exc:
-        if row.attempts >= rt.settings.max_attempts:
-            ledger.mark_final(rt.engine, row.id, now, DeliveryStatus.FAILED, f"gave up after {row.attempts} attempts: {exc}")
-            _log(row, "failed", "retries_exhausted")
-            return DeliveryOutcome(DeliveryStatus.FAILED, reason=str(exc))
-        wait = backoff(row.attempts, exc.retry_after, rt.settings.retry_base_seconds)
-        ledger.mark_retry(rt.engine, row.id, now, wait, str(exc))
-        _log(row, "retry", f"transient_error retry_in={wait:.1f}s")
-        return DeliveryOutcome(DeliveryStatus.PENDING, retry_in=wait, reason=str(exc))
+        assert subscription is not None  # decide_delivery said subscription_gone otherwise
+        push = PushTarget(subscription.id, subscription.endpoint, subscription.p256dh, subscription.auth)
+        result = rt.sender(Channel.WEBPUSH).send(push, rt.renderer().push(ctx))
     ledger.mark_sent(rt.engine, row.id, now, result.ref)
-    _log(row, "sent", "unread")
+    _log(row, "sent", decision.reason.value)
     return DeliveryOutcome(DeliveryStatus.SENT)

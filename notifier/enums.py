@@ -14,7 +14,7 @@ class Action(StrEnum):
 
 
 class Reason(StrEnum):
-    """Why a recipient was (or was not) notified; stored with every decision."""
+    """Why a recipient was (or was not) notified; stored with every decision, at check and at send time."""
 
     UNREAD = "unread"  # notified: unread past the deadline
     ESCALATED = "escalated"  # notified by email after push went unanswered
@@ -24,19 +24,30 @@ class Reason(StrEnum):
     DIALOG_ENDED = "dialog_ended"
     ONLINE = "online"
     TENANT_GUARD = "tenant_guard"
+    NOT_RECIPIENT = "not_recipient"  # no longer a recipient (left the team, handoff reassigned)
     INACTIVE = "inactive"
     NO_ADDRESS = "no_address"
+    SUBSCRIPTION_GONE = "subscription_gone"  # the push subscription was deleted
+    SUBSCRIPTION_MOVED = "subscription_moved"  # the push subscription now belongs to another manager
     ALREADY_NOTIFIED = "already_notified"
     NO_DIALOG = "no_dialog"
+    CHECK_FAILED = "check_failed"  # the check kept raising; parked with its error
 
 
 class DeliveryStatus(StrEnum):
-    PENDING = "pending"  # claimed in the ledger, not yet sent
-    SENDING = "sending"  # a worker holds the lease and is sending
+    PENDING = "pending"  # claimed in the ledger, waiting to be sent (or to be retried after `not_before`)
+    SENDING = "sending"  # a worker holds the send lease
     SENT = "sent"
-    FAILED = "failed"  # permanent error or retries exhausted
-    GONE = "gone"  # push subscription removed by the push service
-    CANCELLED = "cancelled"  # read or answered before it went out
+    FAILED = "failed"  # permanent error, subscription gone, or attempts exhausted
+    SKIPPED = "skipped"  # the decision made again at send time said no (the reason is kept)
+
+
+class FailReason(StrEnum):
+    """Why a delivery failed; stored beside its last error."""
+
+    PERMANENT_ERROR = "permanent_error"
+    SUBSCRIPTION_GONE = "subscription_gone"
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 
 
 class Relation(StrEnum):

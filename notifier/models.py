@@ -7,6 +7,7 @@ and immune to the host's mix of naive-UTC and Moscow timestamps.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Double,
     Index,
@@ -17,6 +18,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+
+# Ids of the host's rows, and our own keys: 64-bit, so any id a caller may pass (up to 2**63 - 1) can be
+# recorded. SQLite's INTEGER is already 64-bit and its rowid alias must be spelled INTEGER.
+Id = BigInteger().with_variant(Integer(), "sqlite")
 
 metadata = MetaData(
     naming_convention={
@@ -29,15 +34,15 @@ metadata = MetaData(
 team_members = Table(
     "notifier_team_members",
     metadata,
-    Column("owner_id", Integer, primary_key=True),
-    Column("user_id", Integer, primary_key=True),
+    Column("owner_id", Id, primary_key=True),
+    Column("user_id", Id, primary_key=True),
     Column("created_at", Double, nullable=False),
 )
 
 preferences = Table(
     "notifier_preferences",
     metadata,
-    Column("manager_id", Integer, primary_key=True),
+    Column("manager_id", Id, primary_key=True),
     Column("language", String(8), nullable=True),
     Column("updated_at", Double, nullable=False),
 )
@@ -45,17 +50,17 @@ preferences = Table(
 read_pointers = Table(
     "notifier_read_pointers",
     metadata,
-    Column("dialog_id", Integer, primary_key=True),
-    Column("manager_id", Integer, primary_key=True),
-    Column("message_id", Integer, nullable=False),
+    Column("dialog_id", Id, primary_key=True),
+    Column("manager_id", Id, primary_key=True),
+    Column("message_id", Id, nullable=False),
     Column("updated_at", Double, nullable=False),
 )
 
 push_subscriptions = Table(
     "notifier_push_subscriptions",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("manager_id", Integer, nullable=False, index=True),
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("manager_id", Id, nullable=False, index=True),
     Column("endpoint", String(2048), nullable=False, unique=True),
     Column("p256dh", String(128), nullable=False),
     Column("auth", String(64), nullable=False),
@@ -67,15 +72,15 @@ push_subscriptions = Table(
 decisions = Table(
     "notifier_decisions",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("dialog_id", Integer, nullable=False),
-    Column("manager_id", Integer, nullable=True),
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("dialog_id", Id, nullable=False),
+    Column("manager_id", Id, nullable=True),
     Column("action", String(16), nullable=False),
     Column("reason", String(32), nullable=False),
     Column("channel", String(16), nullable=True),
-    Column("burst_floor", Integer, nullable=False, default=0),
-    Column("first_message_id", Integer, nullable=True),
-    Column("last_message_id", Integer, nullable=True),
+    Column("burst_floor", Id, nullable=False, default=0),
+    Column("first_message_id", Id, nullable=True),
+    Column("last_message_id", Id, nullable=True),
     Column("created_at", Double, nullable=False),
     Index("ix_notifier_decisions_dialog_id_id", "dialog_id", "id"),
     Index("ix_notifier_decisions_created_at", "created_at"),
@@ -84,21 +89,23 @@ decisions = Table(
 deliveries = Table(
     "notifier_deliveries",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("dialog_id", Integer, nullable=False),
-    Column("manager_id", Integer, nullable=False),
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("dialog_id", Id, nullable=False),
+    Column("manager_id", Id, nullable=False),
     Column("channel", String(16), nullable=False),
     # '' for email; the push subscription id for push, one ledger row per browser.
     Column("target", String(64), nullable=False, default=""),
-    Column("burst_floor", Integer, nullable=False),
-    Column("first_message_id", Integer, nullable=False),
-    Column("last_message_id", Integer, nullable=False),
+    Column("burst_floor", Id, nullable=False),
+    Column("first_message_id", Id, nullable=False),
+    Column("last_message_id", Id, nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     # PENDING: not retried before `not_before`; re-enqueued by the sweeper once `lease_until` passes.
     # SENDING: the worker's claim expires at `lease_until`, then another worker may take it over.
     Column("not_before", Double, nullable=True),
     Column("lease_until", Double, nullable=True),
+    # For SKIPPED: the send-time Reason; for FAILED: a FailReason. The error text stays in last_error.
+    Column("reason", String(32), nullable=True),
     Column("last_error", Text, nullable=True),
     Column("message_ref", String(255), nullable=True),
     Column("created_at", Double, nullable=False),
@@ -112,7 +119,7 @@ deliveries = Table(
 dialog_checks = Table(
     "notifier_dialog_checks",
     metadata,
-    Column("dialog_id", Integer, primary_key=True),
-    Column("covered_up_to", Integer, nullable=False),
+    Column("dialog_id", Id, primary_key=True),
+    Column("covered_up_to", Id, nullable=False),
     Column("checked_at", Double, nullable=False),
 )

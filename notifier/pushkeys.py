@@ -103,7 +103,10 @@ def check_endpoint(endpoint: object, allowed_hosts: tuple[str, ...]) -> str:
         raise InvalidInput("subscription endpoint is missing or not a string")
     if len(endpoint) > 2048 or not endpoint.isprintable() or " " in endpoint:
         raise InvalidInput("subscription endpoint is not a well-formed URL")
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:  # e.g. an unclosed IPv6 bracket, "https://[::1"
+        raise InvalidInput("subscription endpoint is not a well-formed URL") from None
     try:
         port = parts.port
     except ValueError:

@@ -10,46 +10,25 @@ reads at most `batch` rows of `dialog_messages` by primary key, from a watermark
 
 a range scan on the primary key of `dialog_messages` plus primary-key lookups of `dialogs` and of our
 `notifier_dialog_checks`; no index on `timestamp` is needed. The watermark advances past messages that
-need nothing (AI handling, dialog ended, or already covered by a finished check) and stops at the first
-one still waiting for its deadline. Without a watermark (first run, Redis flushed) it starts at the first
-message of the last `reconcile_lookback_hours`, found by a binary search over ids (about 25 primary-key
-lookups), since the host keeps no index on `timestamp`.
-
-The host writes some timestamps as naive UTC and some in Moscow time (UTC+3). A naive timestamp that lies
-in the future read as UTC is taken as Moscow time; so a message is never judged older than it is, and a
-Moscow-time message at most `grace + margin` late.
+need nothing (the decision's own rules: AI handling, dialog ended before the message; or already covered
+by a finished check) and stops at the first one still waiting for its deadline. Without a watermark (first
+run, Redis flushed) it starts at the first message of the last `reconcile_lookback_hours`, found by a
+binary search over ids (about 25 primary-key lookups), since the host keeps no index on `timestamp`.
+Parked dialogs (their check kept failing) are left alone until a new message schedules them again.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, func, inspect, select
-
-from notifier import host, models
-from notifier.decide import HANDOFF_NEEDS_HUMAN
-from notifier.redis_store import INFLIGHT, PENDING, PREFIX
+from notifier import snapshot
+from notifier.decide import DialogFacts, dialog_reason
 from notifier.runtime import Runtime
+from notifier.snapshot.hosttime import MOSCOW_OFFSET
 
 log = logging.getLogger(__name__)
-
-WATERMARK = PREFIX + "reconcile:watermark"
-MOSCOW_OFFSET = 3 * 3600.0
-FUTURE_TOLERANCE = 120.0
-
-
-def message_time(ts: dt.datetime | None, now: float) -> float:
-    """Epoch seconds of a host timestamp; a naive one is UTC unless that puts it in the future (then MSK)."""
-    if ts is None:
-        return now
-    if ts.tzinfo is not None:
-        return ts.timestamp()
-    as_utc = ts.replace(tzinfo=dt.UTC).timestamp()
-    return as_utc - MOSCOW_OFFSET if as_utc > now + FUTURE_TOLERANCE else as_utc
 
 
 @dataclass(frozen=True)
@@ -59,101 +38,53 @@ class ReconcileResult:
     watermark: int
 
 
-def _first_id_since(conn: Connection, cutoff: float, now: float) -> int:
-    """Largest id whose message is older than `cutoff`, by binary search over ids (ids grow with time)."""
-    m = host.dialog_messages
-    lo, hi = conn.execute(select(func.min(m.c.id), func.max(m.c.id))).one()
-    if lo is None:
-        return 0
-    lo, hi = int(lo) - 1, int(hi)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        row = conn.execute(select(m.c.id, m.c.timestamp).where(m.c.id >= mid).order_by(m.c.id).limit(1)).one()
-        if message_time(row.timestamp, now) < cutoff:
-            lo = max(mid, int(row.id))
-        else:
-            hi = mid - 1
-    return lo
-
-
-def host_tables_missing(engine: Engine) -> list[str]:
-    """Host tables the worker reads that this database lacks (a fresh SQLite default has none)."""
-    present = set(inspect(engine).get_table_names())
-    return [t for t in ("users", "dialogs", "dialog_messages") if t not in present]
-
-
-def _scan(conn: Connection, after: int, batch: int) -> list[Any]:
-    m, d, c = host.dialog_messages, host.dialogs, models.dialog_checks
-    return list(
-        conn.execute(
-            select(m.c.id, m.c.dialog_id, m.c.timestamp, d.c.handoff_status, d.c.is_taken_over, d.c.ended_at,
-                   c.c.covered_up_to)
-            .select_from(m.join(d, d.c.id == m.c.dialog_id).outerjoin(c, c.c.dialog_id == m.c.dialog_id))
-            .where(m.c.id > after, m.c.sender == "user")
-            .order_by(m.c.id)
-            .limit(batch)
-        ).all()
+def _settled(m: snapshot.ScannedMessage, skip_ai_handled: bool) -> bool:
+    """Nothing can come of this message: the decision's own rules say so, or a finished check covered it."""
+    facts = DialogFacts(
+        id=m.dialog_id, owner_id=0, handoff_status=m.handoff_status, is_taken_over=m.is_taken_over,
+        ended_at=m.ended_at, last_visitor_at=m.at,
     )
-
-
-def _in_flight(rt: Runtime, dialog_ids: list[int]) -> set[int]:
-    """Dialogs with a live pending or inflight check: their decision is coming, nothing to schedule."""
-    if not dialog_ids:
-        return set()
-    members = [str(i) for i in dialog_ids]
-    pipe = rt.store.r.pipeline(transaction=False)
-    pipe.zmscore(PENDING, members)
-    pipe.zmscore(INFLIGHT, members)
-    pending, inflight = pipe.execute()
-    return {i for i, p, f in zip(dialog_ids, pending, inflight, strict=True) if p is not None or f is not None}
+    return dialog_reason(facts, skip_ai_handled) is not None or (m.covered_up_to is not None and m.covered_up_to >= m.id)
 
 
 def reconcile(rt: Runtime, now: float | None = None, batch: int = 5000, max_batches: int = 10) -> ReconcileResult:
     now = time.time() if now is None else now
     settings = rt.settings
     due_age = settings.grace_seconds + settings.reconcile_margin_seconds
-    raw = cast(str | None, rt.store.r.get(WATERMARK))
+    stored = rt.store.watermark()
+    rows: list[snapshot.ScannedMessage] = []
     with rt.engine.connect() as conn:
         # Lookback bounds the scan even when the stored watermark is ancient.
-        floor = _first_id_since(conn, now - settings.reconcile_lookback_hours * 3600 - MOSCOW_OFFSET, now)
-        watermark = max(int(raw), floor) if raw is not None else floor
-        rows: list[Any] = []
+        floor = snapshot.first_id_since(conn, now - settings.reconcile_lookback_hours * 3600 - MOSCOW_OFFSET, now)
+        watermark = max(stored, floor) if stored is not None else floor
         cursor = watermark
         # Several batches a run, so one message held back (waiting for its deadline) cannot hide newer ones.
         for _ in range(max_batches):
-            chunk = _scan(conn, cursor, batch)
+            chunk = snapshot.scan_visitor_messages(conn, cursor, batch, now)
             rows.extend(chunk)
             if len(chunk) < batch:
                 break
             cursor = chunk[-1].id
-    due: list[Any] = []
+    due: list[snapshot.ScannedMessage] = []
     advance = True
     new_watermark = watermark
-    for r in rows:
-        needs_human = bool(r.is_taken_over) or (r.handoff_status or "none") in HANDOFF_NEEDS_HUMAN
-        settled = (
-            r.ended_at is not None
-            or (settings.ai_handling_skips and not needs_human)
-            or (r.covered_up_to is not None and r.covered_up_to >= r.id)
-        )
-        if not settled:
+    for m in rows:
+        if not _settled(m, settings.ai_handling_skips):
             advance = False  # the watermark waits here until a finished check covers this message
-            if now - message_time(r.timestamp, now) >= due_age:
-                due.append(r)
+            if now - m.at >= due_age:
+                due.append(m)
         if advance:
-            new_watermark = r.id
-    live = _in_flight(rt, sorted({r.dialog_id for r in due}))
+            new_watermark = m.id
+    live = rt.store.live_or_parked(sorted({m.dialog_id for m in due}))
     scheduled: list[tuple[int, int]] = []
-    seen: set[int] = set()
-    for r in due:
-        if r.dialog_id in live or r.dialog_id in seen:
+    for m in due:
+        if m.dialog_id in live:
             continue
-        seen.add(r.dialog_id)
+        live.add(m.dialog_id)
         # Past its deadline, no final decision, no live check: the fast path lost it. Due now.
-        seen_at = min(message_time(r.timestamp, now), now - settings.grace_seconds)
-        rt.store.schedule(r.dialog_id, r.id, seen_at, settings.grace_seconds)
-        scheduled.append((r.dialog_id, r.id))
-        log.info("reconcile dialog=%s message=%s reason=no_decision_past_deadline", r.dialog_id, r.id)
-    if new_watermark != watermark or raw is None:
-        rt.store.r.set(WATERMARK, new_watermark)
+        rt.store.schedule(m.dialog_id, m.id, min(m.at, now - settings.grace_seconds), settings.grace_seconds)
+        scheduled.append((m.dialog_id, m.id))
+        log.info("reconcile dialog=%s message=%s reason=no_decision_past_deadline", m.dialog_id, m.id)
+    if new_watermark != watermark or stored is None:
+        rt.store.set_watermark(new_watermark)
     return ReconcileResult(len(rows), tuple(scheduled), new_watermark)

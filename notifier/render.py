@@ -56,8 +56,9 @@ class RenderContext:
     recipient_name: str | None
     visitor_name: str | None
     site_name: str | None
-    messages: tuple[MessageView, ...]  # oldest first
+    messages: tuple[MessageView, ...]  # oldest first; the newest ones when the burst is long
     dialog_url: str
+    total: int | None = None  # unread messages in the burst, exact; None: len(messages)
 
 
 @dataclass(frozen=True)
@@ -135,14 +136,14 @@ def _values(ctx: RenderContext) -> tuple[str, dict[str, object]]:
     lang = ctx.language.strip().lower().replace("_", "-").split("-")[0] if ctx.language else ""
     lang = lang if lang in LANGUAGES else DEFAULT_LANGUAGE
     latest = _clean_text(ctx.messages[-1].text) if ctx.messages else ""
-    total = len(ctx.messages)
+    total = max(ctx.total or 0, len(ctx.messages))
     return lang, {
         "lang": lang,
         "recipient_name": _name(ctx.recipient_name),
         "visitor_name": _name(ctx.visitor_name),  # "" -> the template's own "Посетитель"/"Visitor"
         "site_name": _name(ctx.site_name),
         "total": total,
-        "hidden": max(0, total - MAX_SHOWN),
+        "hidden": max(0, total - min(len(ctx.messages), MAX_SHOWN)),
         "latest": latest,
         "preview": truncate(one_line(latest), PREVIEW_LIMIT),
         "dialog_url": safe_url(ctx.dialog_url),

@@ -11,7 +11,8 @@ from sqlalchemy import Engine
 from notifier.config import Settings, get_settings
 from notifier.db import get_engine
 from notifier.enums import Channel
-from notifier.redis_store import Store, client_for, resolve_url
+from notifier.redis_conn import client_for, resolve_url
+from notifier.store import Store
 
 if TYPE_CHECKING:
     from notifier.channels.base import Sender

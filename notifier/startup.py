@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import redis
 
 from notifier.config import Settings
 from notifier.errors import ConfigError
+from notifier.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -16,12 +16,10 @@ log = logging.getLogger(__name__)
 EVICTING = frozenset({"allkeys-lru", "allkeys-lfu", "allkeys-random"})
 
 
-def check_redis(client: redis.Redis, settings: Settings) -> list[str]:
+def check_redis(store: Store, settings: Settings) -> list[str]:
     """Raise ConfigError for an evicting Redis; return warnings (persistence off) for the caller to log."""
     try:
-        config: dict[str, Any] = client.config_get("maxmemory-policy")  # type: ignore[assignment]
-        config.update(client.config_get("appendonly"))  # type: ignore[arg-type]
-        config.update(client.config_get("save"))  # type: ignore[arg-type]
+        config = store.server_config()
     except redis.ResponseError:
         # Managed services often disable CONFIG; we cannot tell, so we say so and go on.
         return ["cannot read Redis CONFIG (disabled?): make sure maxmemory-policy is noeviction and AOF is on"]

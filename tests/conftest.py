@@ -22,7 +22,7 @@ from notifier import host, models
 from notifier.config import Settings, load_settings, set_settings
 from notifier.db import dispose_all, get_engine
 from notifier.migrate import upgrade
-from notifier.redis_store import reset_clients
+from notifier.redis_conn import reset_clients
 from notifier.runtime import Runtime, build_runtime, set_runtime
 from tests.smtpserver import SmtpServer
 from tests.support import Drive, Host, RedisServer

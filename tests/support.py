@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, update
 
 from notifier import host
 from notifier.check import check_and_enqueue, dispatch
@@ -97,24 +97,31 @@ class Host:
 
     def dialog(self, id: int, owner_id: int, handoff_status: str = "requested", assigned_manager_id: int | None = None,
                is_taken_over: int = 0, ended: bool = False, assistant_id: int | None = None,
-               first_name: str | None = "Анна", last_name: str | None = "Петрова") -> int:
+               first_name: str | None = "Анна", last_name: str | None = "Петрова",
+               ended_at: dt.datetime | None = None) -> int:
+        """`ended`: the AI answered (ReplyX writes `ended_at` then) after the visitor's messages of 12:00."""
         with self.engine.begin() as conn:
             conn.execute(insert(host.dialogs).values(
                 id=id, user_id=owner_id, assistant_id=assistant_id, guest_id=f"guest-{id}", first_name=first_name,
                 last_name=last_name, started_at=dt.datetime(2026, 11, 26, 9, 0),
-                ended_at=dt.datetime(2026, 11, 26, 10) if ended else None,
+                ended_at=ended_at or (dt.datetime(2026, 11, 26, 12, 0, 30) if ended else None),
                 is_taken_over=is_taken_over, handoff_status=handoff_status, assigned_manager_id=assigned_manager_id,
             ))
         return id
 
-    def message(self, dialog_id: int, text: str, sender: str = "user") -> int:
+    def message(self, dialog_id: int, text: str, sender: str = "user", at: dt.datetime | None = None) -> int:
         self._next_message += 1
         with self.engine.begin() as conn:
             conn.execute(insert(host.dialog_messages).values(
                 id=self._next_message, dialog_id=dialog_id, sender=sender, text=text,
-                timestamp=dt.datetime(2026, 11, 26, 12, 0), message_kind="text",
+                timestamp=at or dt.datetime(2026, 11, 26, 12, 0), message_kind="text",
             ))
         return self._next_message
+
+    def update_dialog(self, dialog_id: int, **values: object) -> None:
+        """The host changes a dialog (reassigns a handoff, the AI answers and writes ended_at...)."""
+        with self.engine.begin() as conn:
+            conn.execute(update(host.dialogs).where(host.dialogs.c.id == dialog_id).values(**values))
 
 
 @dataclass

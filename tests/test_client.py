@@ -16,8 +16,9 @@ from sqlalchemy import select
 from notifier import models
 from notifier.config import load_settings, set_settings
 from notifier.errors import InvalidInput
-from notifier.redis_store import LATEST, PENDING, SEEN, parse_seen, reset_clients
+from notifier.redis_conn import reset_clients
 from notifier.runtime import Runtime
+from notifier.store import LATEST, PENDING, SEEN, parse_seen
 from tests.support import RedisServer, free_port
 from worker import client
 
@@ -118,7 +119,7 @@ def test_connection_stats_count_every_process(rt: Runtime, redis_server: RedisSe
             "import time, sys\n"
             f"from notifier.config import load_settings, set_settings\n"
             f"set_settings(load_settings({{'NOTIFIER_REDIS_URL': '{redis_server.url}'}}))\n"
-            "from notifier.redis_store import Store, client_for\n"
+            "from notifier.redis_conn import client_for\nfrom notifier.store import Store\n"
             f"Store(client_for('{redis_server.url}')).touch_admin(3, 200, {clock().timestamp()}, 45)\n"
         )
         subprocess.run([sys.executable, "-c", other], check=True)

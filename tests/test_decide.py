@@ -10,6 +10,7 @@ from notifier.decide import (
     Candidate,
     CheckInput,
     DialogFacts,
+    Messages,
     Person,
     RecipientState,
     decide,
@@ -31,9 +32,10 @@ def state(person: Person = OWNER, **kw: object) -> RecipientState:
 
 def inp(now: float, *states: RecipientState, dialog: DialogFacts = HANDOFF, ids: tuple[int, ...] = (11, 12, 13),
         last_manager: int = 10, grace: float = 60, email_after: float = 300, skip_ai: bool = True) -> CheckInput:
+    states = states or (state(),)
     return CheckInput(
-        dialog=dialog, visitor_message_ids=ids, last_manager_message_id=last_manager,
-        recipients=states or (state(),), refused=(), now=now, seen_at=dict.fromkeys(ids, T0), unseen_at=now - grace,
+        dialog=dialog, messages=Messages.from_ids(ids, last_manager, [s.read_pointer for s in states]),
+        recipients=states, refused=(), now=now, seen_at=dict.fromkeys(ids, T0), unseen_at=now - grace,
         grace_seconds=grace, email_after_seconds=email_after, skip_ai_handled=skip_ai,
     )
 
@@ -88,11 +90,10 @@ class TestEscalation:
 
 class TestBurstStart:
     def test_a_recipient_s_burst_starts_at_its_first_unread_message(self) -> None:
-        later = replace(inp(T0), seen_at={11: T0, 12: T0, 13: T0 + 200})
-        s = state(read_pointer=12)
-        before = decide(replace(later, recipients=(s,), now=T0 + 259))
+        later = replace(inp(T0, state(read_pointer=12)), seen_at={11: T0, 12: T0, 13: T0 + 200})
+        before = decide(replace(later, now=T0 + 259))
         assert before.decisions == () and before.recheck_at == T0 + 260
-        d = only(decide(replace(later, recipients=(s,), now=T0 + 261)).decisions)
+        d = only(decide(replace(later, now=T0 + 261)).decisions)
         assert (d.action, d.first_message_id, d.burst_floor) == (Action.NOTIFY, 13, 12)
 
     def test_an_unscheduled_message_is_due_now(self) -> None:
@@ -136,7 +137,7 @@ class TestSkips:
         assert only(decide(inp(T0 + 61, dialog=taken)).decisions).action is Action.NOTIFY
 
     def test_dialog_ended(self) -> None:
-        ended = replace(HANDOFF, ended=True)
+        ended = replace(HANDOFF, ended_at=T0 + 5, last_visitor_at=T0)
         assert only(decide(inp(T0 + 61, dialog=ended)).decisions).reason is Reason.DIALOG_ENDED
 
     def test_inactive_account(self) -> None:

@@ -17,10 +17,11 @@ from notifier.config import Settings, load_settings
 from notifier.deliver import run_delivery
 from notifier.enums import DeliveryStatus
 from notifier.errors import ConfigError
-from notifier.reconcile import WATERMARK, message_time, reconcile
-from notifier.redis_store import INFLIGHT, PENDING
+from notifier.reconcile import reconcile
 from notifier.runtime import Runtime
+from notifier.snapshot import message_time
 from notifier.startup import check_redis
+from notifier.store import INFLIGHT, PENDING, WATERMARK, Store
 from tests.smtpserver import SmtpServer
 from tests.support import Drive, Host, RedisServer
 from worker import client
@@ -123,7 +124,7 @@ class TestReconciler:
             client.schedule_fallback(100, message_at(tenant, T0))
             clock.tick(rt.settings.grace_seconds + rt.settings.reconcile_margin_seconds + 5)
             assert reconcile(rt).scheduled == ()  # pending in Redis: its check will decide
-            rt.store.dispatch(clock().timestamp(), 10, 45)
+            rt.store.dispatch(clock().timestamp(), 10, 45, 8)
             assert reconcile(rt).scheduled == ()  # in flight: same
 
     def test_a_held_watermark_does_not_hide_newer_lost_messages(self, rt: Runtime, tenant: Host) -> None:
@@ -156,7 +157,7 @@ class TestLeases:
         def run() -> None:
             barrier.wait()
             for _ in range(20):
-                popped.extend(rt.store.dispatch(EPOCH0 + 61, 7, 45))
+                popped.extend(rt.store.dispatch(EPOCH0 + 61, 7, 45, 8).due)
 
         threads = [threading.Thread(target=run) for _ in range(4)]
         for t in threads:
@@ -167,9 +168,9 @@ class TestLeases:
 
     def test_a_check_whose_worker_died_is_dispatched_again_after_its_lease(self, rt: Runtime) -> None:
         rt.store.schedule(100, 1, EPOCH0, 60)
-        assert rt.store.dispatch(EPOCH0 + 61, 10, 45) == [100]  # then the worker is killed
-        assert rt.store.dispatch(EPOCH0 + 61 + 44, 10, 45) == []
-        assert rt.store.dispatch(EPOCH0 + 61 + 46, 10, 45) == [100]
+        assert rt.store.dispatch(EPOCH0 + 61, 10, 45, 8).due == [100]  # then the worker is killed
+        assert rt.store.dispatch(EPOCH0 + 61 + 44, 10, 45, 8).due == []
+        assert rt.store.dispatch(EPOCH0 + 61 + 46, 10, 45, 8).due == [100]
         rt.store.finish(100, None)
         assert rt.store.r.zcard(PENDING) == 0 and rt.store.r.zcard(INFLIGHT) == 0
 
@@ -180,12 +181,13 @@ class TestLeases:
             client.schedule_fallback(100, tenant.message(100, "ау"))
             clock.tick(61)
             [delivery_id] = run_check(rt, 100).delivery_ids
-            assert ledger.claim(rt.engine, delivery_id, EPOCH0 + 61, rt.settings.send_lease_seconds)  # then killed
+            claimed = ledger.claim(rt.engine, delivery_id, EPOCH0 + 61, rt.settings.send_lease_seconds, 8)
+            assert claimed is not None  # then the worker is killed
             clock.tick(rt.settings.send_lease_seconds - 1)
-            assert ledger.requeue_stale(rt.engine, EPOCH0 + 60 + rt.settings.send_lease_seconds) == []
+            assert ledger.sweep(rt.engine, EPOCH0 + 60 + rt.settings.send_lease_seconds, 8) == []
             assert run_delivery(rt, delivery_id).status is None  # still held
             clock.tick(2)
-            assert ledger.requeue_stale(rt.engine, EPOCH0 + 63 + rt.settings.send_lease_seconds) == [delivery_id]
+            assert ledger.sweep(rt.engine, EPOCH0 + 63 + rt.settings.send_lease_seconds, 8) == [delivery_id]
             assert run_delivery(rt, delivery_id).status is DeliveryStatus.SENT
             assert run_delivery(rt, delivery_id).status is None
         assert len(smtp_server.wait_for(1)) == 1
@@ -218,7 +220,8 @@ class TestRetriesEnd:
 
 
     def test_a_failed_delivery_is_a_failed_task_for_flower(self, rt: Runtime, tenant: Host, smtp_server: SmtpServer) -> None:
-        from worker.tasks import DeliveryFailed, deliver
+        from notifier.errors import DeliveryFailed
+        from worker.tasks import deliver
 
         smtp_server.refuse_next(1, "550 5.1.1 No such user")
         with freeze_time(T0) as clock:
@@ -238,18 +241,20 @@ class TestStartupChecks:
         server.stop(kill=True)
 
     def test_an_evicting_redis_is_refused(self, private_redis: RedisServer, settings: Settings) -> None:
-        r = redis.Redis.from_url(private_redis.url)
+        r = redis.Redis.from_url(private_redis.url, decode_responses=True)
         r.config_set("maxmemory-policy", "allkeys-lru")
         with pytest.raises(ConfigError, match="maxmemory-policy is allkeys-lru"):
-            check_redis(r, settings)
+            check_redis(Store(r), settings)
         r.close()
 
     def test_persistence_off_warns_except_in_development(self, private_redis: RedisServer, settings: Settings) -> None:
         r = redis.Redis.from_url(private_redis.url)
-        assert any("persistence is off" in w for w in check_redis(r, settings))
-        assert check_redis(r, replace(settings, environment="development")) == []
+        store = Store(redis.Redis.from_url(private_redis.url, decode_responses=True))
+        assert any("persistence is off" in w for w in check_redis(store, settings))
+        assert check_redis(store, replace(settings, environment="development")) == []
         r.config_set("appendonly", "yes")
-        assert check_redis(r, settings) == []
+        assert check_redis(store, settings) == []
+        store.r.close()
         r.close()
 
     def test_push_on_needs_a_loadable_key_and_a_contact(self, settings: Settings) -> None:
@@ -275,7 +280,7 @@ class TestStartupChecks:
 def test_a_database_without_host_tables_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from notifier.db import get_engine
     from notifier.migrate import upgrade
-    from notifier.reconcile import host_tables_missing
+    from notifier.snapshot import host_tables_missing
 
     engine = get_engine(f"sqlite:///{tmp_path / 'ours-only.sqlite3'}")
     upgrade(engine)
@@ -283,6 +288,6 @@ def test_a_database_without_host_tables_is_named(tmp_path) -> None:  # type: ign
 
 
 def test_host_tables_present(engine) -> None:  # type: ignore[no-untyped-def]
-    from notifier.reconcile import host_tables_missing
+    from notifier.snapshot import host_tables_missing
 
     assert host_tables_missing(engine) == []

@@ -28,7 +28,8 @@ from sqlalchemy.engine import make_url
 from notifier import host, models
 from notifier.config import load_settings, set_settings
 from notifier.pushkeys import generate_vapid_keys
-from notifier.redis_store import PENDING, reset_clients
+from notifier.redis_conn import reset_clients
+from notifier.store import PENDING
 from tests.procs import SqliteWriteLock, TcpProxy, WorkerProc, wait_until, worker_env
 from tests.pushservice import PushService
 from tests.smtpserver import Received, SmtpServer

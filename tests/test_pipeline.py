@@ -211,7 +211,7 @@ def test_read_after_decision_cancels_the_send(rt: Runtime, tenant: Host, smtp_se
         [delivery_id] = run_check(rt, 100).delivery_ids
         client.mark_read(100, OWNER, ids[0])
         outcome = run_delivery(rt, delivery_id)
-    assert (outcome.status, outcome.reason) == (DeliveryStatus.CANCELLED, "read")
+    assert (outcome.status, outcome.reason) == (DeliveryStatus.SKIPPED, "read")
     assert smtp_server.messages == []
 
 

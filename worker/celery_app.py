@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 
 from notifier.config import get_settings
-from notifier.redis_store import broker_url, resolve_url
+from notifier.redis_conn import broker_url, resolve_url
 
 CHECK_TIME_LIMIT = 60
 DELIVERY_TIME_LIMIT = 90

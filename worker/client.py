@@ -22,22 +22,25 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from notifier import readstate
+from notifier import ledger
 from notifier.config import Settings, get_settings
 from notifier.db import get_engine
-from notifier.readstate import check_id
-from notifier.redis_store import SCHEDULE_KEYS, SCHEDULE_LUA, HotScript, Store, client_for, resolve_url, schedule_args
+from notifier.outages import map_outages
+from notifier.redis_conn import client_for, resolve_url
+from notifier.store import SCHEDULE_KEYS, SCHEDULE_LUA, HotScript, Store, schedule_args
+from notifier.validate import check_id, check_optional_id
 
 __all__ = [
-    "schedule_fallback",
-    "aschedule_fallback",
-    "mark_read",
-    "amark_read",
-    "save_subscription",
-    "delete_subscription",
-    "presence",
+    "Presence",
     "add_team_member",
+    "amark_read",
+    "aschedule_fallback",
+    "delete_subscription",
+    "mark_read",
+    "presence",
     "remove_team_member",
+    "save_subscription",
+    "schedule_fallback",
     "set_language",
     "stats",
 ]
@@ -120,9 +123,16 @@ def _async_script(settings: Settings) -> Any:
     return cached[1]
 
 
+def _engine() -> Any:
+    return get_engine(get_settings().database_url)
+
+
 def mark_read(dialog_id: int, manager_id: int, message_id: int) -> None:
-    """The manager has read the dialog up to `message_id` (pointers only move forward)."""
-    readstate.mark_read(get_engine(get_settings().database_url), dialog_id, manager_id, message_id)
+    """The manager has read the dialog up to `message_id` (pointers only move forward).
+
+    Bad ids raise InvalidInput; a database outage raises notifier.errors.Unavailable."""
+    with map_outages():
+        ledger.mark_read(_engine(), dialog_id, manager_id, message_id)
 
 
 async def amark_read(dialog_id: int, manager_id: int, message_id: int) -> None:
@@ -130,30 +140,37 @@ async def amark_read(dialog_id: int, manager_id: int, message_id: int) -> None:
 
 
 def save_subscription(manager_id: int, subscription: dict[str, Any], user_agent: str | None = None) -> int:
-    """Store a browser's `PushSubscription.toJSON()` for this manager (same endpoint again: updated).
+    """Store a browser's `PushSubscription.toJSON()` for this manager (same endpoint again: updated, and it
+    now belongs to this manager). Returns its id.
 
     Refuses malformed keys and endpoints that are not https on an allowed push service with InvalidInput.
     """
     settings = get_settings()
-    engine = get_engine(settings.database_url)
-    return readstate.save_subscription(engine, manager_id, subscription, user_agent, settings.push_allowed_hosts)
+    with map_outages():
+        return ledger.save_subscription(_engine(), manager_id, subscription, user_agent, settings.push_allowed_hosts)
 
 
-def delete_subscription(endpoint: str) -> bool:
-    """Forget a subscription (the browser unsubscribed); True if there was one."""
-    return readstate.delete_subscription(get_engine(get_settings().database_url), endpoint)
+def delete_subscription(endpoint: str, manager_id: int | None = None) -> bool:
+    """Forget a subscription (the browser unsubscribed); with `manager_id`, only theirs. True if one was."""
+    with map_outages():
+        return ledger.delete_subscription(_engine(), endpoint, manager_id)
 
 
 def add_team_member(owner_id: int, user_id: int) -> None:
-    readstate.add_team_member(get_engine(get_settings().database_url), owner_id, user_id)
+    """`user_id` manages `owner_id`'s dialogs with them: notified, and admitted by the tenant guard."""
+    with map_outages():
+        ledger.add_team_member(_engine(), owner_id, user_id)
 
 
-def remove_team_member(owner_id: int, user_id: int) -> None:
-    readstate.remove_team_member(get_engine(get_settings().database_url), owner_id, user_id)
+def remove_team_member(owner_id: int, user_id: int) -> bool:
+    """The opposite of add_team_member; notifications already queued for them are dropped at send time."""
+    with map_outages():
+        return ledger.remove_team_member(_engine(), owner_id, user_id)
 
 
 def set_language(manager_id: int, language: str | None) -> None:
-    readstate.set_language(get_engine(get_settings().database_url), manager_id, language)
+    with map_outages():
+        ledger.set_language(_engine(), manager_id, language)
 
 
 class Presence:
@@ -168,13 +185,13 @@ class Presence:
 
     def touch(self, manager_id: int, dialog_id: int | None = None) -> None:
         check_id("manager_id", manager_id)
-        if dialog_id is not None:
-            check_id("dialog_id", dialog_id)
+        check_optional_id("dialog_id", dialog_id)
         ttl = get_settings().presence_ttl_seconds
         self._guard("touch", _store().touch_admin, manager_id, dialog_id, time.time(), ttl)
 
     def leave(self, manager_id: int, dialog_id: int | None = None) -> None:
         check_id("manager_id", manager_id)
+        check_optional_id("dialog_id", dialog_id)
         self._guard("leave", _store().leave_admin, manager_id, dialog_id)
 
     def touch_site(self, dialog_id: int) -> None:

@@ -1,51 +1,73 @@
 """Thin Celery tasks: parse ids, call one function in `notifier`, translate its outcome for Celery.
 
 All are safe to run twice: checks land on the ledger's unique keys, deliveries are claimed before sending.
+Database and Redis outages become `Unavailable` in one place (`notifier.outages.map_outages`) and are
+handled here in one way per kind of task: work tasks retry later, periodic tasks skip one tick.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
-import redis
 from celery import Task
 from celery.signals import after_setup_logger, worker_init, worker_process_shutdown
-from sqlalchemy.exc import OperationalError
 
-from notifier.check import check_and_enqueue, dispatch
-from notifier.deliver import backoff, run_delivery
+from notifier.check import dispatch, run_checks
+from notifier.deliver import run_delivery
 from notifier.enums import DeliveryStatus
-from notifier.errors import ConfigError
-from notifier.readstate import check_id
-from notifier.reconcile import host_tables_missing, reconcile
+from notifier.errors import ConfigError, DeliveryFailed, Unavailable
+from notifier.outages import map_outages
+from notifier.reconcile import reconcile
+from notifier.retry import backoff
 from notifier.runtime import get_runtime, set_runtime
+from notifier.snapshot import host_tables_missing
 from notifier.startup import check_push, check_redis
+from notifier.validate import check_id
 from worker.celery_app import CHECK_TIME_LIMIT, DELIVERY_TIME_LIMIT, MAX_CELERY_COUNTDOWN, app
 
 log = logging.getLogger(__name__)
 
 
-class DeliveryFailed(Exception):
-    """Raised after a delivery is recorded as failed, so Flower shows it as a failure."""
+def _retry_later(
+    task: Task, what: str, exc: Unavailable, args: tuple[Any, ...], cap: float = MAX_CELERY_COUNTDOWN
+) -> NoReturn:
+    """An outage is nobody's fault: try the same work again later, without counting an attempt."""
+    countdown = min(cap, backoff(task.request.retries + 1, None, get_runtime().settings.retry_base_seconds))
+    log.warning("%s reason=%s_unavailable retry_in=%.1fs", what, exc.service, countdown)
+    raise task.retry(args=args, exc=exc, countdown=countdown, max_retries=None) from None
+
+
+@contextmanager
+def _skip_tick_on_outage(what: str) -> Iterator[None]:
+    """Periodic tasks run again in a moment: one warning line per tick, no traceback, no retry."""
+    try:
+        with map_outages():
+            yield
+    except Unavailable as exc:
+        log.warning("%s reason=%s_unavailable", what, exc.service)
 
 
 @app.task(name="notifier.check_dialogs", bind=True, time_limit=CHECK_TIME_LIMIT, soft_time_limit=CHECK_TIME_LIMIT - 10)
 def check_dialogs(self: Task, dialog_ids: list[int]) -> dict[str, Any]:
-    """Due checks, in a chunk from the dispatcher. A database outage retries what is left of the chunk;
-    the inflight leases in Redis cover a worker that dies meanwhile."""
+    """Due checks, in a chunk from the dispatcher. One dialog's failure never holds up the others; an
+    outage retries what is left of the chunk (the inflight leases in Redis cover a worker that dies)."""
     ids = [check_id("dialog_id", d) for d in dialog_ids]
     rt = get_runtime()
     done: dict[str, Any] = {}
-    for i, dialog_id in enumerate(ids):
-        try:
-            result = check_and_enqueue(rt, dialog_id, _enqueue_delivery)
-        except OperationalError as exc:
-            log.warning("check dialog=%s reason=database_unavailable retry", dialog_id)
-            wait = backoff(self.request.retries + 1, None, rt.settings.retry_base_seconds)
-            countdown = min(rt.settings.check_lease_seconds / 3, wait)
-            raise self.retry(args=(ids[i:],), exc=exc, countdown=countdown, max_retries=None) from None
-        done[str(dialog_id)] = {"deliveries": list(result.delivery_ids), "recheck_at": result.recheck_at}
+    try:
+        with map_outages():
+            for dialog_id, result in run_checks(rt, ids, _enqueue_delivery):
+                done[str(dialog_id)] = (
+                    {"failed": True} if result is None
+                    else {"deliveries": list(result.delivery_ids), "recheck_at": result.recheck_at}
+                )
+    except Unavailable as exc:
+        left = [d for d in ids if str(d) not in done]
+        shown = ",".join(str(d) for d in left[:5]) + (f",+{len(left) - 5}" if len(left) > 5 else "")
+        _retry_later(self, f"check dialog={shown}", exc, (left,), cap=rt.settings.check_lease_seconds / 3)
     return done
 
 
@@ -60,11 +82,10 @@ def check_dialog(dialog_id: int) -> dict[str, Any]:
 def deliver(self: Task, delivery_id: int) -> dict[str, Any]:
     delivery_id = check_id("delivery_id", delivery_id)
     try:
-        outcome = run_delivery(get_runtime(), delivery_id)
-    except OperationalError as exc:
-        log.warning("delivery id=%s reason=database_unavailable retry", delivery_id)
-        countdown = backoff(self.request.retries + 1, None, get_runtime().settings.retry_base_seconds)
-        raise self.retry(exc=exc, countdown=countdown, max_retries=None) from None
+        with map_outages():
+            outcome = run_delivery(get_runtime(), delivery_id)
+    except Unavailable as exc:
+        _retry_later(self, f"delivery id={delivery_id}", exc, (delivery_id,))
     if outcome.status is DeliveryStatus.PENDING and outcome.retry_in is not None:
         # The ledger holds the real not-before time; if this retry message is lost, the sweeper re-sends.
         raise self.retry(countdown=min(outcome.retry_in, MAX_CELERY_COUNTDOWN), max_retries=None)
@@ -76,25 +97,22 @@ def deliver(self: Task, delivery_id: int) -> dict[str, Any]:
 @app.task(name="notifier.dispatch_due", ignore_result=True)
 def dispatch_due() -> int:
     """Move due checks from Redis to the queue, and re-enqueue deliveries whose worker vanished."""
-    try:
-        return dispatch(get_runtime(), _enqueue_checks, _enqueue_delivery)
-    except OperationalError:
-        # Runs every second: one line per tick, not a traceback. Due checks were already handed over.
-        log.warning("dispatch reason=database_unavailable")
-        return 0
+    moved = 0
+    with _skip_tick_on_outage("dispatch"):
+        moved = dispatch(get_runtime(), _enqueue_checks, _enqueue_delivery)
+    return moved
 
 
 @app.task(name="notifier.reconcile", ignore_result=True, time_limit=120, soft_time_limit=100)
 def reconcile_task() -> int:
     """Schedule visitor messages past their deadline that have no decision (the fast path lost them)."""
     rt = get_runtime()
-    try:
+    scheduled = 0
+    with _skip_tick_on_outage("reconcile"):
         if host_tables_missing(rt.engine):
             return 0  # said once at start-up; no error every 30 s
-        return len(reconcile(rt).scheduled)
-    except OperationalError:
-        log.warning("reconcile reason=database_unavailable")
-        return 0
+        scheduled = len(reconcile(rt).scheduled)
+    return scheduled
 
 
 @after_setup_logger.connect
@@ -107,21 +125,26 @@ def _quiet_routine_lines(**_: Any) -> None:
 
 @worker_init.connect
 def _startup_checks(**_: Any) -> None:
-    rt = get_runtime()
-    missing = host_tables_missing(rt.engine)
-    if missing:
-        log.warning(
-            "NOTIFIER_DATABASE_URL has no host table(s) %s: nothing can be checked until it points at the host's database",
-            ", ".join(missing),
-        )
     try:
+        rt = get_runtime()  # reads and validates every NOTIFIER_* setting
         check_push(rt.settings)
-        warnings = check_redis(rt.store.r, rt.settings)
     except ConfigError as exc:
         log.critical("refusing to start: %s", exc)
         raise SystemExit(f"notifier worker refuses to start: {exc}") from None
-    except (redis.RedisError, OSError) as exc:
-        log.warning("startup check skipped: redis unreachable (%s); the worker will keep retrying", type(exc).__name__)
+    try:
+        with map_outages():
+            missing = host_tables_missing(rt.engine)
+            if missing:
+                log.warning(
+                    "NOTIFIER_DATABASE_URL has no host table(s) %s: nothing can be checked until it points at the "
+                    "host's database", ", ".join(missing),
+                )
+            warnings = check_redis(rt.store, rt.settings)
+    except ConfigError as exc:
+        log.critical("refusing to start: %s", exc)
+        raise SystemExit(f"notifier worker refuses to start: {exc}") from None
+    except Unavailable as exc:
+        log.warning("startup check skipped: %s unreachable; the worker will keep retrying", exc.service)
         return
     for warning in warnings:
         log.warning("%s", warning)
@@ -138,3 +161,4 @@ def _enqueue_delivery(delivery_id: int) -> None:
 @worker_process_shutdown.connect
 def _close_runtime(**_: Any) -> None:
     set_runtime(None)
+

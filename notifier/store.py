@@ -1,40 +1,44 @@
-"""Everything we keep in Redis: pending checks, the dispatch lease, presence. Scripts run in one round trip.
+"""Everything we keep in Redis, and every command on it. Scripts run in one round trip.
 
 Keys (all under `notifier:`):
 - `pending`  zset dialog_id -> due time (epoch s). Coalescing: the earliest deadline wins (ZADD LT), so a
   burst makes one check, and a new message never waits behind a later escalation recheck.
 - `inflight` zset dialog_id -> lease expiry; a check popped by a dispatcher but not finished yet. An
   expired lease puts the dialog back into `pending`, so a killed worker loses nothing.
+- `running`  hash dialog_id -> 1 while a worker has started its check; an expired lease of a started check
+  counts as a failed attempt (its worker died or hung), one of queue wait does not.
+- `failures` hash dialog_id -> failed check attempts in a row; `parked` hash dialog_id -> JSON
+  {"at", "attempts", "error"} once they reach NOTIFIER_MAX_ATTEMPTS: a parked dialog is not retried
+  until a new message schedules it again, and the reconciler leaves it alone.
 - `seen`     hash dialog_id -> "message=time,message=time,..." when each message was first scheduled: each
   recipient's burst starts at its first unread message, so deadlines hold even after a read mid-dialog.
   One field per dialog (not a key per dialog): creating keys on the hot path costs the tail latency.
 - `latest`   hash dialog_id -> newest message id scheduled (forward only).
 - `presence:admin` zset "manager:dialog" (or "manager:-") -> expiry; `presence:site` zset dialog -> expiry.
+- `reconcile:watermark` the reconciler's id watermark in the host's `dialog_messages`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
-import threading
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
 
-from notifier.config import DEFAULT_REDIS_URL, Settings
-
-log = logging.getLogger(__name__)
-
 PREFIX = "notifier:"
 PENDING = PREFIX + "pending"
 INFLIGHT = PREFIX + "inflight"
+RUNNING = PREFIX + "running"
+FAILURES = PREFIX + "failures"
+PARKED = PREFIX + "parked"
 SEEN = PREFIX + "seen"
 SEEN_CAP = 4000  # characters (~150 messages); later ones count as unseen, i.e. due at once
 LATEST = PREFIX + "latest"
 PRESENCE_ADMIN = PREFIX + "presence:admin"
 PRESENCE_SITE = PREFIX + "presence:site"
+WATERMARK = PREFIX + "reconcile:watermark"
 
 # KEYS: pending, seen, latest. ARGV: dialog, message, seen_at, grace, seen cap. Returns 1 for a new check.
 SCHEDULE_LUA = """
@@ -49,29 +53,45 @@ elseif string.len(seen) < tonumber(ARGV[5]) and not string.find(',' .. seen, ','
 end
 return redis.call('ZADD', KEYS[1], 'LT', tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[1])
 """
+SCHEDULE_KEYS = [PENDING, SEEN, LATEST]
 
-# Expired leases go back to pending first, then due members move to inflight with a fresh lease;
-# one script, so two dispatchers can never pop the same dialog.
+# Expired leases go back to pending first (a started check's expiry counts as a failed attempt and may
+# park it), then due members move to inflight with a fresh lease; one script, so two dispatchers can never
+# pop the same dialog. KEYS: pending, inflight, running, failures, parked.
+# ARGV: now, limit, lease, max attempts. Returns {due ids, parked ids}.
 DISPATCH_LUA = """
 local now = tonumber(ARGV[1])
+local parked = {}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 for _, m in ipairs(expired) do
   redis.call('ZREM', KEYS[2], m)
-  redis.call('ZADD', KEYS[1], 'LT', now, m)
+  local n = 0
+  if redis.call('HDEL', KEYS[3], m) == 1 then n = redis.call('HINCRBY', KEYS[4], m, 1) end
+  if n >= tonumber(ARGV[4]) then
+    redis.call('ZREM', KEYS[1], m)
+    redis.call('HSET', KEYS[5], m, cjson.encode({at = now, attempts = n,
+      error = 'check lease expired while running: its worker died or hung'}))
+    table.insert(parked, m)
+  else
+    redis.call('ZADD', KEYS[1], 'LT', now, m)
+  end
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 for _, m in ipairs(due) do
   redis.call('ZREM', KEYS[1], m)
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), m)
 end
-return due
+return {due, parked}
 """
 
-# A finished check: drop the lease; schedule the recheck (earliest wins); or, when nothing is left to do
-# and no newer message is pending, forget the dialog's seen times.
-# KEYS: pending, inflight, seen, latest. ARGV: dialog, recheck_at or ''.
+# A finished check: drop the lease and its failure record; schedule the recheck (earliest wins); or, when
+# nothing is left to do and no newer message is pending, forget the dialog's seen times.
+# KEYS: pending, inflight, seen, latest, running, failures, parked. ARGV: dialog, recheck_at or ''.
 FINISH_LUA = """
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
+redis.call('HDEL', KEYS[7], ARGV[1])
 if ARGV[2] ~= '' then
   redis.call('ZADD', KEYS[1], 'LT', tonumber(ARGV[2]), ARGV[1])
   return 1
@@ -83,84 +103,28 @@ end
 return 0
 """
 
-
-SCHEDULE_KEYS = [PENDING, SEEN, LATEST]
+# A check that raised: count it; below the limit, retry it after an exponential backoff; at the limit,
+# park it. KEYS: pending, inflight, running, failures, parked. ARGV: dialog, now, base delay, delay cap,
+# max attempts, error. Returns the attempt count, negative when parked.
+FAILED_LUA = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+local n = redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
+local now = tonumber(ARGV[2])
+if n >= tonumber(ARGV[5]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[5], ARGV[1], cjson.encode({at = now, attempts = n, error = ARGV[6]}))
+  return -n
+end
+local delay = math.min(tonumber(ARGV[4]), tonumber(ARGV[3]) * 2 ^ (n - 1))
+redis.call('ZADD', KEYS[1], 'LT', now + delay, ARGV[1])
+return n
+"""
 
 
 def schedule_args(dialog_id: int, message_id: int, seen_at: float, grace: float) -> list[int | float]:
     """ARGV of SCHEDULE_LUA (shared by the sync and asyncio clients)."""
     return [dialog_id, message_id, seen_at, grace, SEEN_CAP]
-
-
-def probe(url: str, timeout: float = 0.3) -> bool:
-    """Does a Redis answer PING at `url` within `timeout`?"""
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
-_resolved: dict[tuple[str | None, str], str] = {}
-_resolve_lock = threading.Lock()
-
-
-def resolve_url(settings: Settings) -> str:
-    """NOTIFIER_REDIS_URL if set; else a Redis at localhost:6379 if one answers; else the embedded one."""
-    if settings.redis_url:
-        return settings.redis_url
-    key = (settings.redis_url, str(settings.redis_embedded_dir))
-    with _resolve_lock:
-        if key not in _resolved:
-            if probe(DEFAULT_REDIS_URL):
-                _resolved[key] = DEFAULT_REDIS_URL
-            else:
-                from notifier import embedded_redis
-
-                _resolved[key] = embedded_redis.ensure_running(settings.redis_embedded_dir)
-                log.info("no redis at %s: using the embedded server", DEFAULT_REDIS_URL)
-        return _resolved[key]
-
-
-def broker_url(redis_url: str) -> str:
-    """Celery/kombu spell a unix socket `redis+socket://`."""
-    if redis_url.startswith("unix://"):
-        return "redis+socket://" + redis_url[len("unix://") :]
-    return redis_url
-
-
-_clients: dict[tuple[int, str], redis.Redis] = {}
-_clients_lock = threading.Lock()
-
-
-def client_for(url: str, timeout: float = 1.0) -> redis.Redis:
-    """One connection pool per process and URL, with explicit timeouts so nobody hangs on a dead Redis."""
-    key = (os.getpid(), url)
-    client = _clients.get(key)
-    if client is None:
-        with _clients_lock:
-            client = _clients.get(key)
-            if client is None:
-                client = redis.Redis.from_url(
-                    url,
-                    socket_timeout=timeout,
-                    socket_connect_timeout=timeout,
-                    health_check_interval=30,
-                    decode_responses=True,
-                )
-                _clients[key] = client
-    return client
-
-
-def reset_clients() -> None:
-    with _clients_lock:
-        for client in _clients.values():
-            client.close()
-        _clients.clear()
-    with _resolve_lock:
-        _resolved.clear()
 
 
 class HotScript:
@@ -208,6 +172,12 @@ def parse_seen(raw: str | None) -> dict[int, float]:
     return out
 
 
+@dataclass(frozen=True)
+class Dispatched:
+    due: list[int]
+    parked: list[int] = field(default_factory=list)
+
+
 @dataclass
 class Store:
     """Typed operations on our keys; cheap to build, holds only the client and the loaded scripts."""
@@ -218,23 +188,47 @@ class Store:
         self._schedule = self.r.register_script(SCHEDULE_LUA)
         self._dispatch = self.r.register_script(DISPATCH_LUA)
         self._finish = self.r.register_script(FINISH_LUA)
+        self._failed = self.r.register_script(FAILED_LUA)
 
+    # Pending checks.
     def schedule(self, dialog_id: int, message_id: int, seen_at: float, grace: float) -> bool:
         """Returns True when this call opened a new pending check, False when it coalesced."""
         added = self._schedule(keys=SCHEDULE_KEYS, args=schedule_args(dialog_id, message_id, seen_at, grace))
         return bool(added)
 
-    def dispatch(self, now: float, limit: int, lease: float) -> list[int]:
-        return [int(m) for m in self._dispatch(keys=[PENDING, INFLIGHT], args=[now, limit, lease])]
+    def dispatch(self, now: float, limit: int, lease: float, max_attempts: int) -> Dispatched:
+        due, parked = self._dispatch(keys=[PENDING, INFLIGHT, RUNNING, FAILURES, PARKED], args=[now, limit, lease, max_attempts])
+        return Dispatched([int(m) for m in due], [int(m) for m in parked])
+
+    def begin_checks(self, dialog_ids: list[int], now: float, lease: float) -> None:
+        """A worker starts these checks: a fresh lease each, and an expiry from now on counts as a failure."""
+        if not dialog_ids:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(INFLIGHT, {str(d): now + lease for d in dialog_ids})
+        pipe.hset(RUNNING, mapping={str(d): 1 for d in dialog_ids})
+        pipe.execute()
 
     def finish(self, dialog_id: int, recheck_at: float | None) -> None:
         args: list[str | float] = [dialog_id, "" if recheck_at is None else repr(recheck_at)]
-        self._finish(keys=[PENDING, INFLIGHT, SEEN, LATEST], args=args)
+        self._finish(keys=[PENDING, INFLIGHT, SEEN, LATEST, RUNNING, FAILURES, PARKED], args=args)
+
+    def check_failed(
+        self, dialog_id: int, now: float, base_delay: float, max_delay: float, max_attempts: int, error: str
+    ) -> tuple[int, bool]:
+        """Count a failed check: (attempts so far, parked?). Below the limit it is pending again after
+        `base_delay * 2**(attempts - 1)` seconds (at most `max_delay`); at the limit it is parked."""
+        keys = [PENDING, INFLIGHT, RUNNING, FAILURES, PARKED]
+        n = int(self._failed(keys=keys, args=[dialog_id, now, base_delay, max_delay, max_attempts, error[:500]]))
+        return abs(n), n < 0
+
+    def parked(self, dialog_id: int) -> dict[str, Any] | None:
+        raw = cast(str | None, self.r.hget(PARKED, str(dialog_id)))
+        return json.loads(raw) if raw else None
 
     def seen_times(self, dialog_id: int) -> dict[int, float]:
         """message_id -> when it was first scheduled, for the dialog's live burst(s)."""
-        raw = cast(str | None, self.r.hget(SEEN, str(dialog_id)))
-        return parse_seen(raw)
+        return parse_seen(cast(str | None, self.r.hget(SEEN, str(dialog_id))))
 
     def pending(self, limit: int = 50) -> list[tuple[int, float]]:
         rows = cast(list[tuple[str, float]], self.r.zrange(PENDING, 0, limit - 1, withscores=True))
@@ -244,18 +238,39 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         pipe.zcard(PENDING)
         pipe.zcard(INFLIGHT)
-        pending, inflight = pipe.execute()
-        return {"pending": int(pending), "inflight": int(inflight)}
+        pipe.hlen(PARKED)
+        pending, inflight, parked = pipe.execute()
+        return {"pending": int(pending), "inflight": int(inflight), "parked": int(parked)}
+
+    def live_or_parked(self, dialog_ids: list[int]) -> set[int]:
+        """Dialogs with a pending or inflight check (their decision is coming), or parked ones."""
+        if not dialog_ids:
+            return set()
+        members = [str(i) for i in dialog_ids]
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zmscore(PENDING, members)
+        pipe.zmscore(INFLIGHT, members)
+        pipe.hmget(PARKED, members)
+        pending, inflight, parked = pipe.execute()
+        return {i for i, p, f, k in zip(dialog_ids, pending, inflight, parked, strict=True) if p or f or k}
+
+    # The reconciler's watermark.
+    def watermark(self) -> int | None:
+        raw = cast(str | None, self.r.get(WATERMARK))
+        return int(raw) if raw is not None else None
+
+    def set_watermark(self, message_id: int) -> None:
+        self.r.set(WATERMARK, message_id)
 
     # Presence: one expiring zset member per connection kind; counts come from ZCOUNT over live scores.
     def touch_admin(self, manager_id: int, dialog_id: int | None, now: float, ttl: float) -> None:
         pipe = self.r.pipeline(transaction=False)
-        pipe.zadd(PRESENCE_ADMIN, {_admin_member(manager_id, dialog_id): now + ttl})
+        pipe.zadd(PRESENCE_ADMIN, {admin_member(manager_id, dialog_id): now + ttl})
         pipe.zremrangebyscore(PRESENCE_ADMIN, "-inf", now)
         pipe.execute()
 
     def leave_admin(self, manager_id: int, dialog_id: int | None) -> None:
-        self.r.zrem(PRESENCE_ADMIN, _admin_member(manager_id, dialog_id))
+        self.r.zrem(PRESENCE_ADMIN, admin_member(manager_id, dialog_id))
 
     def touch_site(self, dialog_id: int, now: float, ttl: float) -> None:
         pipe = self.r.pipeline(transaction=False)
@@ -276,9 +291,17 @@ class Store:
     def online_on_dialog(self, manager_ids: list[int], dialog_id: int, now: float) -> set[int]:
         if not manager_ids:
             return set()
-        scores = cast(list[float | None], self.r.zmscore(PRESENCE_ADMIN, [_admin_member(m, dialog_id) for m in manager_ids]))
+        scores = cast(list[float | None], self.r.zmscore(PRESENCE_ADMIN, [admin_member(m, dialog_id) for m in manager_ids]))
         return {m for m, s in zip(manager_ids, scores, strict=True) if s is not None and float(s) > now}
 
+    # What the server is configured to do with our keys (the worker's start-up check).
+    def server_config(self) -> dict[str, str]:
+        """maxmemory-policy, appendonly and save; redis.ResponseError when CONFIG is disabled."""
+        config: dict[str, str] = {}
+        for name in ("maxmemory-policy", "appendonly", "save"):
+            config.update(cast(dict[str, str], self.r.config_get(name)))
+        return config
 
-def _admin_member(manager_id: int, dialog_id: int | None) -> str:
+
+def admin_member(manager_id: int, dialog_id: int | None) -> str:
     return f"{manager_id}:{'-' if dialog_id is None else dialog_id}"

@@ -1,0 +1,45 @@
+"""Every write to our tables, and nothing else: decisions, deliveries, and what the host's processes write.
+
+Public: `record_decisions`, `mark_covered`; `claim_new`, `claim`, `DeliveryRow`, `mark_sent`, `mark_skipped`,
+`mark_failed`, `mark_retry`, `sweep`; `mark_read`, `add_team_member`, `remove_team_member`, `set_language`,
+`save_subscription`, `delete_subscription`. Reads live in `notifier.snapshot`.
+"""
+
+from notifier.ledger.decisions import mark_covered, record_decisions
+from notifier.ledger.deliveries import (
+    DeliveryRow,
+    claim,
+    claim_new,
+    mark_failed,
+    mark_retry,
+    mark_sent,
+    mark_skipped,
+    sweep,
+)
+from notifier.ledger.host_writes import (
+    add_team_member,
+    delete_subscription,
+    mark_read,
+    remove_team_member,
+    save_subscription,
+    set_language,
+)
+
+__all__ = [
+    "DeliveryRow",
+    "add_team_member",
+    "claim",
+    "claim_new",
+    "delete_subscription",
+    "mark_covered",
+    "mark_failed",
+    "mark_read",
+    "mark_retry",
+    "mark_sent",
+    "mark_skipped",
+    "record_decisions",
+    "remove_team_member",
+    "save_subscription",
+    "set_language",
+    "sweep",
+]

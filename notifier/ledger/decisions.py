@@ -1,0 +1,45 @@
+"""Decisions as history, and how far each dialog's checks have reached (what the reconciler may skip)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, case
+
+from notifier import models
+from notifier.decide import Decision
+from notifier.ledger._upsert import upsert
+
+
+def record_decisions(conn: Connection, dialog_id: int, decisions: Sequence[Decision], now: float) -> None:
+    if not decisions:
+        return
+    conn.execute(
+        models.decisions.insert(),
+        [
+            {
+                "dialog_id": dialog_id,
+                "manager_id": x.manager_id,
+                "action": x.action.value,
+                "reason": x.reason.value,
+                "channel": x.channel.value if x.channel else None,
+                "burst_floor": x.burst_floor,
+                "first_message_id": x.first_message_id,
+                "last_message_id": x.last_message_id,
+                "created_at": now,
+            }
+            for x in decisions
+        ],
+    )
+
+
+def mark_covered(conn: Connection, dialog_id: int, message_id: int, now: float) -> None:
+    """Every visitor message up to `message_id` has had its final decisions: the reconciler may skip them."""
+    t = models.dialog_checks
+    upsert(
+        conn, t, {"dialog_id": dialog_id, "covered_up_to": message_id, "checked_at": now}, [t.c.dialog_id],
+        update=lambda new: {
+            "covered_up_to": case((new.covered_up_to > t.c.covered_up_to, new.covered_up_to), else_=t.c.covered_up_to),
+            "checked_at": now,
+        },
+    )

@@ -1,0 +1,163 @@
+"""Deliveries as claims with a unique key, sent at most once, attempted at most NOTIFIER_MAX_ATTEMPTS times.
+
+Key of a delivery: (dialog, recipient, channel, target, burst floor). The burst floor is
+max(read pointer, last manager message) when decided, so every check of one burst, however many race,
+lands on the same key and only the first insert wins. Status moves
+pending -> sending -> sent | failed | skipped, and sending -> pending again after a transient error.
+Every claim counts an attempt, whoever makes it (first run, retry, a take-over after a lost send lease,
+the sweeper's re-queue), and nothing claims, re-queues or sends a delivery at its limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
+
+from notifier import models
+from notifier.decide import Decision
+from notifier.enums import Channel, DeliveryStatus, FailReason
+from notifier.ledger._upsert import upsert
+from notifier.ledger.decisions import record_decisions
+
+log = logging.getLogger(__name__)
+
+# A queued delivery whose task never ran is re-enqueued after this long.
+ENQUEUE_LEASE = 60.0
+ERROR_LIMIT = 1000
+
+d = models.deliveries
+
+
+def claim_new(conn: Connection, dialog_id: int, decision: Decision, targets: Sequence[str], now: float) -> list[int]:
+    """Insert one pending delivery per target; returns the ids this call created (none if already there)."""
+    assert decision.manager_id is not None and decision.channel is not None
+    assert decision.first_message_id is not None and decision.last_message_id is not None
+    created: list[int] = []
+    for target in targets:
+        values = {
+            "dialog_id": dialog_id,
+            "manager_id": decision.manager_id,
+            "channel": decision.channel.value,
+            "target": target,
+            "burst_floor": decision.burst_floor,
+            "first_message_id": decision.first_message_id,
+            "last_message_id": decision.last_message_id,
+            "status": DeliveryStatus.PENDING.value,
+            "attempts": 0,
+            "lease_until": now + ENQUEUE_LEASE,
+            "created_at": now,
+            "updated_at": now,
+        }
+        key = [d.c.dialog_id, d.c.manager_id, d.c.channel, d.c.target, d.c.burst_floor]
+        created.extend(upsert(conn, d, values, key, returning=d.c.id).scalars())
+    return created
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    id: int
+    dialog_id: int
+    manager_id: int
+    channel: Channel
+    target: str
+    burst_floor: int
+    first_message_id: int
+    last_message_id: int
+    attempts: int  # including the one this claim started
+
+
+def claim(engine: Engine, delivery_id: int, now: float, send_lease: float, max_attempts: int) -> DeliveryRow | None:
+    """Take a delivery for sending (one more attempt); None when it is done, not due, held by a live lease
+    elsewhere, or out of attempts."""
+    claimable = and_(
+        d.c.attempts < max_attempts,
+        or_(
+            and_(d.c.status == DeliveryStatus.PENDING.value, or_(d.c.not_before.is_(None), d.c.not_before <= now)),
+            and_(d.c.status == DeliveryStatus.SENDING.value, d.c.lease_until < now),
+        ),
+    )
+    with engine.begin() as conn:
+        res = conn.execute(
+            update(d)
+            .where(d.c.id == delivery_id, claimable)
+            .values(status=DeliveryStatus.SENDING.value, lease_until=now + send_lease, attempts=d.c.attempts + 1, updated_at=now)
+        )
+        if res.rowcount != 1:
+            return None
+        r = conn.execute(select(d).where(d.c.id == delivery_id)).one()
+    return DeliveryRow(
+        r.id, r.dialog_id, r.manager_id, Channel(r.channel), r.target, r.burst_floor, r.first_message_id,
+        r.last_message_id, r.attempts,
+    )
+
+
+def _finish(conn: Connection, delivery_id: int, now: float, **values: object) -> bool:
+    """Only the holder of the send lease finishes a delivery; False if someone else took it meanwhile."""
+    res = conn.execute(
+        update(d).where(d.c.id == delivery_id, d.c.status == DeliveryStatus.SENDING.value).values(updated_at=now, **values)
+    )
+    return res.rowcount == 1
+
+
+def mark_sent(engine: Engine, delivery_id: int, now: float, ref: str | None) -> None:
+    with engine.begin() as conn:
+        _finish(conn, delivery_id, now, status=DeliveryStatus.SENT.value, sent_at=now, message_ref=ref, lease_until=None)
+
+
+def mark_skipped(engine: Engine, row: DeliveryRow, decision: Decision, now: float) -> None:
+    """The decision made again at send time said no: record it beside the check's decisions."""
+    with engine.begin() as conn:
+        if _finish(conn, row.id, now, status=DeliveryStatus.SKIPPED.value, reason=decision.reason.value, lease_until=None):
+            record_decisions(conn, row.dialog_id, [decision], now)
+
+
+def mark_failed(engine: Engine, delivery_id: int, now: float, reason: FailReason, error: str,
+                delete_subscription: int | None = None) -> None:
+    """Permanent failure; with `delete_subscription`, the push subscription the service called gone goes too."""
+    with engine.begin() as conn:
+        _finish(conn, delivery_id, now, status=DeliveryStatus.FAILED.value, reason=reason.value,
+                last_error=error[:ERROR_LIMIT], lease_until=None)
+        if delete_subscription is not None:
+            ps = models.push_subscriptions
+            conn.execute(delete(ps).where(ps.c.id == delete_subscription))
+
+
+def mark_retry(engine: Engine, delivery_id: int, now: float, retry_in: float, error: str) -> None:
+    with engine.begin() as conn:
+        _finish(
+            conn, delivery_id, now, status=DeliveryStatus.PENDING.value, not_before=now + retry_in,
+            lease_until=now + retry_in + ENQUEUE_LEASE, last_error=error[:ERROR_LIMIT],
+        )
+
+
+def sweep(engine: Engine, now: float, max_attempts: int, limit: int = 200) -> list[int]:
+    """Deliveries whose queued task or sending worker vanished: re-queue each once per lease, or, out of
+    attempts, fail it. Returns the ids to enqueue again."""
+    stale = and_(d.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]), d.c.lease_until < now)
+    taken: list[int] = []
+    with engine.begin() as conn:
+        rows = conn.execute(select(d.c.id, d.c.attempts).where(stale).order_by(d.c.id).limit(limit)).all()
+        for delivery_id, attempts in rows:
+            if attempts >= max_attempts:
+                conn.execute(
+                    update(d).where(d.c.id == delivery_id, stale).values(
+                        status=DeliveryStatus.FAILED.value, reason=FailReason.ATTEMPTS_EXHAUSTED.value,
+                        last_error=f"gave up after {attempts} attempts: the last one never finished (worker lost)",
+                        lease_until=None, updated_at=now,
+                    )
+                )
+                log.warning("delivery id=%s outcome=failed reason=attempts_exhausted attempts=%s", delivery_id, attempts)
+                continue
+            res = conn.execute(
+                update(d)
+                .where(d.c.id == delivery_id, stale)
+                .values(status=DeliveryStatus.PENDING.value, lease_until=now + ENQUEUE_LEASE, updated_at=now)
+            )
+            if res.rowcount == 1:
+                taken.append(delivery_id)
+    if taken:
+        log.info("requeue stale deliveries count=%d", len(taken))
+    return taken

@@ -1,0 +1,49 @@
+"""Every read of the host's tables and ours, and nothing else. Writes live in `notifier.ledger`.
+
+Public: `DialogSnapshot`, `Subscription`, `load_dialog`, `load_people`, `load_team`, `load_subscription`,
+`push_targets`, `load_shown`, `message_time`; for operations `ScannedMessage`, `first_id_since`,
+`scan_visitor_messages`, `host_tables_missing`, `recent_decisions`, `delivery_counts`, `failed_deliveries`,
+`dialog_history`.
+"""
+
+from notifier.snapshot.dialog import (
+    DialogSnapshot,
+    Subscription,
+    load_dialog,
+    load_people,
+    load_subscription,
+    load_team,
+    push_targets,
+)
+from notifier.snapshot.hosttime import message_time
+from notifier.snapshot.messages import load_shown
+from notifier.snapshot.ops import (
+    ScannedMessage,
+    delivery_counts,
+    dialog_history,
+    failed_deliveries,
+    first_id_since,
+    host_tables_missing,
+    recent_decisions,
+    scan_visitor_messages,
+)
+
+__all__ = [
+    "DialogSnapshot",
+    "ScannedMessage",
+    "Subscription",
+    "delivery_counts",
+    "dialog_history",
+    "failed_deliveries",
+    "first_id_since",
+    "host_tables_missing",
+    "load_dialog",
+    "load_people",
+    "load_shown",
+    "load_subscription",
+    "load_team",
+    "message_time",
+    "push_targets",
+    "recent_decisions",
+    "scan_visitor_messages",
+]

@@ -1,0 +1,23 @@
+"""The host's timestamps, read as epoch seconds.
+
+ReplyX writes most timestamps as naive UTC (`datetime.utcnow()`) and some in Moscow time (UTC+3), without
+saying which. A naive timestamp that lies in the future when read as UTC is taken as Moscow time; so a
+message is never judged older than it is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+MOSCOW_OFFSET = 3 * 3600.0
+FUTURE_TOLERANCE = 120.0
+
+
+def message_time(ts: dt.datetime | None, now: float) -> float:
+    """Epoch seconds of a host timestamp; a naive one is UTC unless that puts it in the future (then MSK)."""
+    if ts is None:
+        return now
+    if ts.tzinfo is not None:
+        return ts.timestamp()
+    as_utc = ts.replace(tzinfo=dt.UTC).timestamp()
+    return as_utc - MOSCOW_OFFSET if as_utc > now + FUTURE_TOLERANCE else as_utc
