@@ -307,3 +307,9 @@ def decide_delivery(inp: CheckInput, pending: PendingDelivery) -> Decision:
     if (stop := _channel_stop(state.candidate.person, channel, pending.subscription_owner)) is not None:
         return _skip(manager_id, stop, floor, channel)
     return Decision(manager_id, Action.NOTIFY, Reason.UNREAD, channel, floor, unread.first_id, unread.last_id)
+
+
+def recipients_changed(decision: Decision) -> bool:
+    """A send-time skip because the dialog's recipients changed: decide the dialog again, so whoever took
+    over (a reassigned handoff, the owner after a refusal) hears about the burst."""
+    return decision.action is Action.SKIP and decision.reason in (Reason.NOT_RECIPIENT, Reason.TENANT_GUARD)

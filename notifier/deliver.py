@@ -16,7 +16,7 @@ from email.utils import parseaddr
 from notifier import ledger, snapshot
 from notifier.channels.base import EmailTarget, PushTarget
 from notifier.check import gather, log_decision
-from notifier.decide import Decision, PendingDelivery, decide_delivery
+from notifier.decide import Decision, PendingDelivery, decide_delivery, recipients_changed
 from notifier.enums import Action, Channel, DeliveryStatus, FailReason, Reason
 from notifier.errors import PermanentError, SubscriptionGone, TransientError, Unavailable
 from notifier.outages import is_outage
@@ -104,6 +104,9 @@ def _attempt(rt: Runtime, row: ledger.DeliveryRow, now: float) -> DeliveryOutcom
         ledger.mark_skipped(rt.engine, row, decision, now)
         log_decision(row.dialog_id, decision, at="send")
         _log(row, "skipped", decision.reason.value)
+        if gathered is not None and recipients_changed(decision):
+            newest = gathered[1].messages.last_visitor_id
+            rt.store.schedule(row.dialog_id, newest, now - settings.grace_seconds, settings.grace_seconds)
         return DeliveryOutcome(DeliveryStatus.SKIPPED, reason=decision.reason.value)
     snap, inp = gathered
     person = next(c.person for c in snap.candidates if c.person.id == row.manager_id)
@@ -123,11 +126,11 @@ def _attempt(rt: Runtime, row: ledger.DeliveryRow, now: float) -> DeliveryOutcom
     if row.channel is Channel.EMAIL:
         assert person.email is not None  # decide_delivery said no_address otherwise
         target = EmailTarget(person.email, person.first_name, message_id_for(row.id, row.dialog_id, settings.email_from))
-        result = rt.sender(Channel.EMAIL).send(target, rt.renderer().email(ctx))
+        result = rt.email_sender().send(target, rt.renderer().email(ctx))
     else:
         assert subscription is not None  # decide_delivery said subscription_gone otherwise
         push = PushTarget(subscription.id, subscription.endpoint, subscription.p256dh, subscription.auth)
-        result = rt.sender(Channel.WEBPUSH).send(push, rt.renderer().push(ctx))
+        result = rt.push_sender().send(push, rt.renderer().push(ctx))
     ledger.mark_sent(rt.engine, row.id, now, result.ref)
     _log(row, "sent", decision.reason.value)
     return DeliveryOutcome(DeliveryStatus.SENT)

@@ -104,6 +104,7 @@ class Renderer:
         self._text = Environment(loader=loader, autoescape=False, **opts)  # subject/text/push: no "&amp;"
         for env in (self._html, self._text):
             env.filters["ru_plural"] = ru_plural
+            env.filters["number"] = number
         self._html.filters["nl2br"] = nl2br
 
     def email(self, ctx: RenderContext) -> RenderedEmail:
@@ -229,6 +230,12 @@ def ru_plural(n: int, one: str, few: str, many: str) -> str:
     if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
         return few
     return many
+
+
+def number(n: int, lang: str) -> str:
+    """A count as a reader of `lang` writes it: 10,000 in English, 10 000 (no-break space) in Russian."""
+    grouped = f"{n:,}"
+    return grouped.replace(",", "\u00a0") if lang == "ru" else grouped
 
 
 def nl2br(text: str) -> Markup:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -15,8 +15,9 @@ from notifier.redis_conn import client_for, resolve_url
 from notifier.store import Store
 
 if TYPE_CHECKING:
-    from notifier.channels.base import Sender
-    from notifier.render import Renderer
+    from notifier.channels.base import EmailTarget, PushTarget, Sender
+    from notifier.channels.webpush import PushPayload
+    from notifier.render import RenderedEmail, Renderer
 
 
 @dataclass
@@ -25,7 +26,7 @@ class Runtime:
     engine: Engine
     store: Store
     _renderer: Renderer | None = None
-    _senders: dict[Channel, Sender] = field(default_factory=dict)
+    _senders: dict[Channel, Sender[Any, Any]] = field(default_factory=dict)
 
     @property
     def push_enabled(self) -> bool:
@@ -38,12 +39,21 @@ class Runtime:
             self._renderer = Renderer(self.settings.templates_dir)
         return self._renderer
 
-    def sender(self, channel: Channel) -> Sender:
+    def sender(self, channel: Channel) -> Sender[Any, Any]:
+        """The channel's sender, built on first use in this process and kept (connections are reused)."""
         if channel not in self._senders:
             from notifier.channels import build_sender
 
             self._senders[channel] = build_sender(channel, self.settings)
         return self._senders[channel]
+
+    def email_sender(self) -> Sender[EmailTarget, RenderedEmail]:
+        sender: Sender[EmailTarget, RenderedEmail] = self.sender(Channel.EMAIL)
+        return sender
+
+    def push_sender(self) -> Sender[PushTarget, PushPayload]:
+        sender: Sender[PushTarget, PushPayload] = self.sender(Channel.WEBPUSH)
+        return sender
 
     def close(self) -> None:
         for sender in self._senders.values():

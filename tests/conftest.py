@@ -24,6 +24,7 @@ from notifier.db import dispose_all, get_engine
 from notifier.migrate import upgrade
 from notifier.redis_conn import reset_clients
 from notifier.runtime import Runtime, build_runtime, set_runtime
+from tests.pushservice import PushService
 from tests.smtpserver import SmtpServer
 from tests.support import Drive, Host, RedisServer
 
@@ -145,3 +146,30 @@ def hostdb(engine: Engine) -> Host:
 @pytest.fixture
 def drive(rt: Runtime) -> Drive:
     return Drive(rt)
+
+
+@pytest.fixture
+def push_service() -> Iterator[PushService]:
+    with PushService() as service:
+        yield service
+
+
+@pytest.fixture
+def push_settings(base_env: dict[str, str]) -> Settings:
+    from notifier.pushkeys import generate_vapid_keys
+
+    private, _public = generate_vapid_keys()
+    env = {
+        **base_env,
+        "NOTIFIER_VAPID_PRIVATE_KEY": private,
+        "NOTIFIER_VAPID_SUBJECT": "mailto:ops@replyx.test",
+        "NOTIFIER_PUSH_ALLOWED_HOSTS": "127.0.0.1,fcm.googleapis.com",
+    }
+    return load_settings(env)
+
+
+@pytest.fixture
+def prt(push_settings: Settings, engine: Engine, redis_server: RedisServer) -> Iterator[Runtime]:
+    """A runtime with Web Push on (loopback push service allowed)."""
+    with runtime_for(push_settings) as runtime:
+        yield runtime

@@ -14,7 +14,7 @@ import redis
 from sqlalchemy import Engine, insert, update
 
 from notifier import host
-from notifier.check import check_and_enqueue, dispatch
+from notifier.check import dispatch, run_checks
 from notifier.deliver import DeliveryOutcome, run_delivery
 from notifier.runtime import Runtime
 
@@ -136,8 +136,8 @@ class Drive:
         checks: list[int] = []
         deliveries: list[int] = []
         dispatch(self.rt, checks.extend, deliveries.append, now)
-        for dialog_id in checks:
-            check_and_enqueue(self.rt, dialog_id, deliveries.append, now)
+        for _ in run_checks(self.rt, checks, deliveries.append, now):  # as the worker's check_dialogs does
+            pass
         done = [run_delivery(self.rt, d, now) for d in deliveries]
         self.outcomes.extend(done)
         return done

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 
 import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, insert, select
 
 from notifier import models
-from notifier.config import Settings, load_settings, set_settings
+from notifier.config import load_settings, set_settings
 from notifier.enums import Channel, DeliveryStatus
 from notifier.errors import InvalidInput
-from notifier.pushkeys import generate_vapid_keys
 from notifier.runtime import Runtime
-from tests.conftest import runtime_for
 from tests.pushservice import PushService
 from tests.smtpserver import SmtpServer
 from tests.support import Drive, Host
@@ -25,30 +22,6 @@ from worker import client
 OWNER, MEMBER = 1, 2
 # Close to the real clock: the push service checks the JWT's exp against the time it sees.
 T0 = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
-
-
-@pytest.fixture
-def push_service() -> Iterator[PushService]:
-    with PushService() as service:
-        yield service
-
-
-@pytest.fixture
-def push_settings(base_env: dict[str, str]) -> Settings:
-    private, _public = generate_vapid_keys()
-    env = {
-        **base_env,
-        "NOTIFIER_VAPID_PRIVATE_KEY": private,
-        "NOTIFIER_VAPID_SUBJECT": "mailto:ops@replyx.test",
-        "NOTIFIER_PUSH_ALLOWED_HOSTS": "127.0.0.1,fcm.googleapis.com",
-    }
-    return load_settings(env)
-
-
-@pytest.fixture
-def prt(push_settings: Settings, engine, redis_server) -> Iterator[Runtime]:  # type: ignore[no-untyped-def]
-    with runtime_for(push_settings) as runtime:
-        yield runtime
 
 
 @pytest.fixture

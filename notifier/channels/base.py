@@ -1,9 +1,13 @@
-"""The one shape every channel has: `send(target, rendered) -> DeliveryResult`, raising our errors."""
+"""The one shape every channel has: `send(target, rendered) -> DeliveryResult`, raising our errors.
+
+`Sender[TargetT, RenderedT]` says what a channel carries, so no sender checks its arguments' types at run
+time: `Sender[EmailTarget, RenderedEmail]` for email, `Sender[PushTarget, PushPayload]` for Web Push.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from notifier.enums import Channel
 
@@ -30,10 +34,15 @@ class DeliveryResult:
     detail: str = ""
 
 
-class Sender(Protocol):
-    channel: Channel
+TargetT = TypeVar("TargetT", contravariant=True)
+RenderedT = TypeVar("RenderedT", contravariant=True)
 
-    def send(self, target: object, rendered: object) -> DeliveryResult:
+
+class Sender(Protocol[TargetT, RenderedT]):
+    @property
+    def channel(self) -> Channel: ...
+
+    def send(self, target: TargetT, rendered: RenderedT) -> DeliveryResult:
         """Deliver or raise TransientError / PermanentError / SubscriptionGone."""
         ...
 

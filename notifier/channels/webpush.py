@@ -125,9 +125,7 @@ class WebPushSender:
             self.signatures_made += 1
             return header
 
-    def send(self, target: object, rendered: object) -> DeliveryResult:
-        if not isinstance(target, PushTarget) or not isinstance(rendered, PushPayload):
-            raise TypeError("WebPushSender.send takes a PushTarget and a rendered push")
+    def send(self, target: PushTarget, rendered: PushPayload) -> DeliveryResult:
         try:
             # Again at send time: the allow list may have shrunk since the subscription was stored.
             origin = check_endpoint(target.endpoint, self._allowed)

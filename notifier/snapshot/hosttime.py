@@ -21,3 +21,14 @@ def message_time(ts: dt.datetime | None, now: float) -> float:
         return ts.timestamp()
     as_utc = ts.replace(tzinfo=dt.UTC).timestamp()
     return as_utc - MOSCOW_OFFSET if as_utc > now + FUTURE_TOLERANCE else as_utc
+
+
+def parse_host_time(raw: object) -> dt.datetime | None:
+    """A timestamp read as text (the reconciler reads it so, lest one corrupt row stop every run): the
+    datetime, or None when it is NULL or no timestamp at all (PostgreSQL's 'infinity', garbage in SQLite)."""
+    if raw is None or isinstance(raw, dt.datetime):
+        return raw
+    try:
+        return dt.datetime.fromisoformat(str(raw).strip())
+    except ValueError:
+        return None

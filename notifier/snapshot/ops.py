@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, inspect, or_, select
+from sqlalchemy import Connection, Engine, String, cast, func, inspect, or_, select
 
 from notifier import host, models
-from notifier.snapshot.hosttime import message_time
+from notifier.snapshot.hosttime import message_time, parse_host_time
 
 HOST_TABLES = ("users", "dialogs", "dialog_messages")
 
@@ -49,22 +49,30 @@ def first_id_since(conn: Connection, cutoff: float, now: float) -> int:
 
 
 def scan_visitor_messages(conn: Connection, after: int, batch: int, now: float) -> list[ScannedMessage]:
-    """Visitor messages above `after` by primary key, with their dialog's state and our coverage mark."""
+    """Visitor messages above `after` by primary key, with their dialog's state and our coverage mark.
+
+    Timestamps are read as text and parsed here: a row whose timestamp no datetime can hold must cost its
+    own dialog a failed check (and a parking), not stop the reconciler for everyone. An unreadable message
+    time counts as old (the message is looked at now); an unreadable `ended_at` as not ended."""
     m, d, c = host.dialog_messages, host.dialogs, models.dialog_checks
     rows = conn.execute(
-        select(m.c.id, m.c.dialog_id, m.c.timestamp, d.c.handoff_status, d.c.is_taken_over, d.c.ended_at, c.c.covered_up_to)
+        select(
+            m.c.id, m.c.dialog_id, cast(m.c.timestamp, String).label("at"), d.c.handoff_status, d.c.is_taken_over,
+            cast(d.c.ended_at, String).label("ended_at"), c.c.covered_up_to,
+        )
         .select_from(m.join(d, d.c.id == m.c.dialog_id).outerjoin(c, c.c.dialog_id == m.c.dialog_id))
         .where(m.c.id > after, m.c.sender == "user")
         .order_by(m.c.id)
         .limit(batch)
     ).all()
-    return [
-        ScannedMessage(
-            r.id, r.dialog_id, message_time(r.timestamp, now), r.handoff_status, bool(r.is_taken_over),
-            None if r.ended_at is None else message_time(r.ended_at, now), r.covered_up_to,
-        )
-        for r in rows
-    ]
+    out = []
+    for r in rows:
+        at, ended = parse_host_time(r.at), parse_host_time(r.ended_at)
+        out.append(ScannedMessage(
+            r.id, r.dialog_id, message_time(at, now) if at is not None or r.at is None else 0.0,
+            r.handoff_status, bool(r.is_taken_over), None if ended is None else message_time(ended, now), r.covered_up_to,
+        ))
+    return out
 
 
 def recent_decisions(conn: Connection, limit: int) -> list[Any]:
