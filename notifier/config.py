@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.headerregistry import Address, AddressHeader
+from email.policy import default as default_email_policy
 from pathlib import Path
 
 from notifier.errors import ConfigError
@@ -21,6 +26,8 @@ DEFAULT_PUSH_HOSTS = (
 )
 SMTP_TLS_MODES = ("starttls", "tls", "none")
 LANGUAGES = ("ru", "en")
+DIALOG_PLACEHOLDER = "{dialog_id}"
+_HEADER_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,65 @@ class Settings:
 
     def dialog_link(self, dialog_id: int) -> str:
         return self.dialog_url.format(dialog_id=dialog_id)
+
+    @property
+    def email_from_address(self) -> Address:
+        """NOTIFIER_EMAIL_FROM parsed: display name, local part, domain (ConfigError if it is not one address)."""
+        return parse_email_from(self.email_from)
+
+    @property
+    def message_id_domain(self) -> str:
+        """The domain of the From address, as written there: the right-hand side of our Message-IDs."""
+        return self.email_from_address.domain
+
+
+@functools.lru_cache(maxsize=16)
+def parse_email_from(value: str) -> Address:
+    """One mailbox with a local part and a domain, parsed as a From header (comments and quoted display
+    names included); anything else raises ConfigError naming NOTIFIER_EMAIL_FROM."""
+    name = "NOTIFIER_EMAIL_FROM"
+    if _HEADER_CONTROL.search(value):
+        raise ConfigError(f"{name} must not contain control characters or line breaks")
+    header = default_email_policy.header_factory("From", value)
+    defects = header.defects
+    assert isinstance(header, AddressHeader)
+    if defects:
+        raise ConfigError(f"{name} must be one address like 'ReplyX <noreply@example.com>', got {value!r}")
+    if len(header.groups) != 1 or header.groups[0].display_name is not None or len(header.addresses) != 1:
+        raise ConfigError(f"{name} must be exactly one address (no lists, no groups), got {value!r}")
+    address = header.addresses[0]
+    if not address.username or not address.domain:
+        raise ConfigError(f"{name} needs a local part and a domain (name@example.com), got {value!r}")
+    if not address.addr_spec.isascii():
+        raise ConfigError(f"{name}: the address itself must be ASCII (a display name may be in any language), got {value!r}")
+    return address
+
+
+def check_dialog_url(value: str) -> str:
+    """NOTIFIER_DIALOG_URL may hold {dialog_id} (one or more times) and literal braces written {{ and }};
+    any other placeholder, conversion, format spec or unbalanced brace raises ConfigError."""
+    name = "NOTIFIER_DIALOG_URL"
+    try:
+        parts = list(string.Formatter().parse(value))
+    except ValueError as exc:
+        raise ConfigError(
+            f"{name} has an unbalanced brace ({exc}); it must contain {DIALOG_PLACEHOLDER}, "
+            f"and a literal brace is written {{{{ or }}}}: got {value!r}"
+        ) from None
+    found = False
+    for _literal, field_name, spec, conversion in parts:
+        if field_name is None:
+            continue
+        if field_name != "dialog_id" or spec or conversion is not None:
+            written = "{" + field_name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ConfigError(
+                f"{name} may contain no placeholder but {DIALOG_PLACEHOLDER} (a literal brace is written {{{{ or }}}}), "
+                f"got {written} in {value!r}"
+            )
+        found = True
+    if not found:
+        raise ConfigError(f"{name} must contain {DIALOG_PLACEHOLDER}, got {value!r}")
+    return value
 
 
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
@@ -122,9 +188,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     language = (env.get("NOTIFIER_DEFAULT_LANGUAGE") or "ru").lower()
     if language not in LANGUAGES:
         raise ConfigError(f"NOTIFIER_DEFAULT_LANGUAGE must be one of {', '.join(LANGUAGES)}, got {language!r}")
-    dialog_url = env.get("NOTIFIER_DIALOG_URL") or Settings.dialog_url
-    if "{dialog_id}" not in dialog_url:
-        raise ConfigError("NOTIFIER_DIALOG_URL must contain {dialog_id}")
+    dialog_url = check_dialog_url(env.get("NOTIFIER_DIALOG_URL") or Settings.dialog_url)
+    email_from = env.get("NOTIFIER_EMAIL_FROM") or Settings.email_from
+    parse_email_from(email_from)
     hosts_raw = _str(env, "NOTIFIER_PUSH_ALLOWED_HOSTS")
     hosts = (
         tuple(h.strip().lower() for h in hosts_raw.split(",") if h.strip()) if hosts_raw else DEFAULT_PUSH_HOSTS
@@ -145,7 +211,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         smtp_password=_str(env, "NOTIFIER_SMTP_PASSWORD"),
         smtp_tls=smtp_tls,
         smtp_timeout_seconds=_float(env, "NOTIFIER_SMTP_TIMEOUT_SECONDS", 10.0, minimum=0.1),
-        email_from=env.get("NOTIFIER_EMAIL_FROM") or Settings.email_from,
+        email_from=email_from,
         outbox_dir=Path(env.get("NOTIFIER_OUTBOX_DIR") or "var/outbox"),
         dialog_url=dialog_url,
         default_language=language,

@@ -7,6 +7,7 @@ and nothing connects anywhere.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -14,6 +15,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ import pytest
 import yaml
 
 from notifier.config import Settings, load_settings
+from tests.support import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -31,6 +36,10 @@ CONFIG_SOURCE = ROOT / "notifier" / "config.py"
 LONG_RUNNING = ("redis", "postgres", "mailcatcher", "worker", "beat", "flower")
 ONE_SHOT = ("migrate",)
 PROJECT_SERVICES = ("migrate", "worker", "beat", "flower")
+APP_SERVICES = ("migrate", "worker", "beat")  # the ones that run our code with the whole configuration
+# Flower gets the broker and its own login, nothing else (see the comment on its service).
+FLOWER_ENV = {"NOTIFIER_REDIS_URL", "FLOWER_BASIC_AUTH"}
+SECRET_NAME = re.compile(r"PASSWORD|PRIVATE_KEY|SECRET|TOKEN|DATABASE_URL|USERNAME", re.I)
 ESSENTIAL = {
     "NOTIFIER_DATABASE_URL",
     "NOTIFIER_REDIS_URL",
@@ -116,6 +125,24 @@ def depends_on(service: dict[str, Any]) -> dict[str, str]:
     return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
 
 
+def published_ports(service: dict[str, Any], env: dict[str, str] | None = None) -> list[tuple[str | None, str, str]]:
+    """(host IP or None, published port, target port) of each `ports` entry, short or long syntax, with
+    compose's interpolation applied from `env`."""
+    found: list[tuple[str | None, str, str]] = []
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            found.append((entry.get("host_ip"), str(entry.get("published", "")), str(entry["target"])))
+            continue
+        parts = interpolate(str(entry), env or {}).split("/")[0].split(":")
+        if len(parts) == 3:
+            found.append((parts[0], parts[1], parts[2]))
+        elif len(parts) == 2:
+            found.append((None, parts[0], parts[1]))
+        else:
+            found.append((None, "", parts[0]))
+    return found
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     data = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
@@ -182,7 +209,7 @@ def test_every_notifier_variable_is_one_config_reads() -> None:
 
 def test_project_services_share_the_environment_with_the_essentials(services: dict[str, dict[str, Any]]) -> None:
     envs = {
-        name: {k: v for k, v in environment(services[name]).items() if k.startswith("NOTIFIER_")} for name in PROJECT_SERVICES
+        name: {k: v for k, v in environment(services[name]).items() if k.startswith("NOTIFIER_")} for name in APP_SERVICES
     }
     for name, env in envs.items():
         missing = ESSENTIAL - set(env)
@@ -264,6 +291,27 @@ def test_flower_command_requires_basic_auth(services: dict[str, dict[str, Any]])
     assert required.startswith("${FLOWER_BASIC_AUTH:?"), f"FLOWER_BASIC_AUTH must be required, got {required!r}"
     assert any(str(p).split(":")[-1] == "5555" for p in flower.get("ports") or []), "publish 5555"
     assert "http://localhost:5555/healthcheck" in " ".join(healthcheck_test(flower))
+
+
+def test_flower_is_published_on_loopback_only(services: dict[str, dict[str, Any]]) -> None:
+    ports = published_ports(services["flower"])
+    assert ports, "Flower's UI must be reachable from the host"
+    for host_ip, published, target in ports:
+        assert host_ip == "127.0.0.1", f"Flower must be bound to the host's loopback, got {services['flower']['ports']}"
+        assert (published, target) == ("5555", "5555")
+    assert published_ports(services["flower"], {"FLOWER_PORT": "15555"}) == [("127.0.0.1", "15555", "5555")]
+
+
+def test_flower_gets_the_broker_and_its_login_only(services: dict[str, dict[str, Any]]) -> None:
+    env = environment(services["flower"])
+    assert set(env) == FLOWER_ENV, f"Flower's environment: {sorted(env)}; expected only {sorted(FLOWER_ENV)}"
+    assert env["NOTIFIER_REDIS_URL"] == environment(services["worker"])["NOTIFIER_REDIS_URL"], "the same broker"
+    assert not [name for name in env if name != "FLOWER_BASIC_AUTH" and SECRET_NAME.search(name)]
+    assert not [value for value in env.values() if "POSTGRES_PASSWORD" in value or "VAPID" in value]
+    # And Flower's configuration loads from that alone (the app reads everything through load_settings).
+    settings = load_settings({k: interpolate(v, {"FLOWER_BASIC_AUTH": "ops:pw"}) for k, v in env.items()})
+    assert settings.redis_url == "redis://redis:6379/0"
+    assert settings.smtp_password is None and settings.vapid_private_key is None
 
 
 def test_mailcatcher(services: dict[str, dict[str, Any]]) -> None:
@@ -350,7 +398,7 @@ def test_celery_configuration_matches_the_compose_commands(
 # --- docker-compose's own validation --------------------------------------------------------------
 
 
-def _compose_config(tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+def _compose_config(tmp_path: Path, quiet: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.fail(f"docker-compose not found: {COMPOSE_MISSING}")
@@ -359,7 +407,7 @@ def _compose_config(tmp_path: Path, **extra: str) -> subprocess.CompletedProcess
     env = {k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"}
     env.update(extra)
     return subprocess.run(
-        [binary, "--env-file", str(empty), "-f", str(COMPOSE), "config", "-q"],
+        [binary, "--env-file", str(empty), "-f", str(COMPOSE), "config", *(["-q"] if quiet else [])],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -378,3 +426,79 @@ def test_docker_compose_refuses_to_run_flower_without_basic_auth(tmp_path: Path)
     proc = _compose_config(tmp_path)
     assert proc.returncode != 0, "docker-compose accepted the file without FLOWER_BASIC_AUTH"
     assert "FLOWER_BASIC_AUTH" in proc.stdout + proc.stderr
+
+
+def test_docker_compose_renders_flower_on_loopback_without_secrets(tmp_path: Path) -> None:
+    """What docker-compose itself makes of the file, with every secret of the stack set."""
+    secrets = {
+        "POSTGRES_PASSWORD": "pg-secret-4711",
+        "NOTIFIER_SMTP_USERNAME": "smtp-user-4711",
+        "NOTIFIER_SMTP_PASSWORD": "smtp-secret-4711",
+        "NOTIFIER_VAPID_PRIVATE_KEY": "vapid-secret-4711",
+    }
+    proc = _compose_config(tmp_path, quiet=False, FLOWER_BASIC_AUTH="ops:flower-4711", **secrets)
+    assert proc.returncode == 0, f"docker-compose config failed:\n{proc.stdout}\n{proc.stderr}"
+    rendered = yaml.safe_load(proc.stdout)["services"]
+    flower, worker = rendered["flower"], rendered["worker"]
+    flower_text, worker_text = yaml.safe_dump(flower), yaml.safe_dump(worker)
+    for name, value in secrets.items():
+        assert value in worker_text, f"{name} should reach the worker (or this check proves nothing)"
+        assert value not in flower_text, f"{name} reaches Flower"
+    assert set(environment(flower)) == FLOWER_ENV
+    assert environment(flower)["FLOWER_BASIC_AUTH"] == "ops:flower-4711"
+    assert [host_ip for host_ip, _, _ in published_ports(flower)] == ["127.0.0.1"]
+
+
+def test_flower_runs_on_its_compose_environment_alone(
+    services: dict[str, dict[str, Any]], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A real Flower (the compose command's program and app) with exactly Flower's compose environment, the
+    stack's Redis host replaced by the test's redis-server: it starts, serves its UI behind basic auth and
+    reads the broker, without a database URL or any other NOTIFIER_* setting."""
+    env = {k: interpolate(v, {"FLOWER_BASIC_AUTH": "ops:flower-test"}) for k, v in environment(services["flower"]).items()}
+    assert env["NOTIFIER_REDIS_URL"] == "redis://redis:6379/0"
+    env["NOTIFIER_REDIS_URL"] = redis_server.url
+    env.update({"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8"})
+    port = free_port()
+    args = effective_argv(services["flower"]["command"])
+    assert args[:4] == ["celery", "-A", "worker", "flower"]
+    argv = [sys.executable, "-m", *args[:4], f"--port={port}", "--address=127.0.0.1", "--basic-auth=ops:flower-test"]
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    log_path = tmp_path / "flower.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    auth = "Basic " + base64.b64encode(b"ops:flower-test").decode("ascii")
+
+    def get(path: str, authorization: str | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(base + path, headers={"Authorization": authorization} if authorization else {})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    try:
+        deadline = time.monotonic() + 45
+        while True:
+            assert proc.poll() is None, f"Flower exited ({proc.returncode}):\n{log_path.read_text(errors='replace')}"
+            try:
+                if get("/healthcheck") == (200, b"OK"):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"Flower did not answer:\n{log_path.read_text(errors='replace')}"
+            time.sleep(0.2)
+        assert get("/api/workers")[0] == 401, "the UI needs the basic auth"
+        status, body = get("/api/queues/length", auth)
+        assert status == 200, body
+        assert "notifier" in [q["name"] for q in json.loads(body)["active_queues"]], body  # read from our Redis
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    assert list(workdir.iterdir()) == [], "Flower wrote files (an embedded Redis, a database?) in its directory"
