@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from email.utils import parseaddr
 
 from notifier import ledger, snapshot
 from notifier.channels.base import EmailTarget, PushTarget
+from notifier.channels.email import message_id_for
 from notifier.check import gather, log_decision
 from notifier.decide import Decision, PendingDelivery, decide_delivery, recipients_changed
 from notifier.enums import Action, Channel, DeliveryStatus, FailReason, Reason
@@ -32,12 +32,6 @@ class DeliveryOutcome:
     status: DeliveryStatus | None  # None: not ours to send (done, not due, held elsewhere, out of attempts)
     retry_in: float | None = None
     reason: str = ""
-
-
-def message_id_for(delivery_id: int, dialog_id: int, email_from: str) -> str:
-    """Stable per ledger row, so a retry after an ambiguous timeout carries the same Message-ID."""
-    domain = parseaddr(email_from)[1].rpartition("@")[2] or "localhost"
-    return f"<notifier.{delivery_id}.d{dialog_id}@{domain}>"
 
 
 def _log(row: ledger.DeliveryRow, outcome: str, reason: str) -> None:
@@ -125,7 +119,7 @@ def _attempt(rt: Runtime, row: ledger.DeliveryRow, now: float) -> DeliveryOutcom
     )
     if row.channel is Channel.EMAIL:
         assert person.email is not None  # decide_delivery said no_address otherwise
-        target = EmailTarget(person.email, person.first_name, message_id_for(row.id, row.dialog_id, settings.email_from))
+        target = EmailTarget(person.email, person.first_name, message_id_for(row.id, row.dialog_id, settings))
         result = rt.email_sender().send(target, rt.renderer().email(ctx))
     else:
         assert subscription is not None  # decide_delivery said subscription_gone otherwise

@@ -39,6 +39,7 @@ _TEXT_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u20
 _SURROGATE = re.compile("[\ud800-\udfff]")  # lone surrogates cannot be encoded as UTF-8
 _REGIONAL = re.compile("[\U0001f1e6-\U0001f1ff]")  # flag halves
 _ZWJ = "\u200d"
+_SPACES = re.compile("[^\\S\u00a0\u202f]+")  # runs of whitespace, no-break spaces excepted
 # Besides combining marks (category M, incl. variation selectors): ZWJ, skin tones, emoji tag chars.
 _ATTACHING = re.compile("[\u200d\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f]")
 
@@ -187,7 +188,8 @@ def _clean_text(text: str) -> str:
 
 def one_line(text: str) -> str:
     """Header-safe: every control/separator becomes a space, runs of whitespace collapse."""
-    return " ".join(_CONTROL.sub(" ", _SURROGATE.sub("\ufffd", text)).split())
+    # No-break spaces stay: they hold "10 000" together in a notification that wraps.
+    return _SPACES.sub(" ", _CONTROL.sub(" ", _SURROGATE.sub("\ufffd", text))).strip(" ")
 
 
 def _attaches_to_previous(ch: str) -> bool:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
+import redis.asyncio
 
 PREFIX = "notifier:"
 PENDING = PREFIX + "pending"
@@ -190,6 +191,10 @@ class Store:
         self._finish = self.r.register_script(FINISH_LUA)
         self._failed = self.r.register_script(FAILED_LUA)
 
+    def hot_schedule(self) -> HotScript:
+        """A dedicated connection running SCHEDULE_LUA, for one host thread's hot path."""
+        return HotScript(self.r)
+
     # Pending checks.
     def schedule(self, dialog_id: int, message_id: int, seen_at: float, grace: float) -> bool:
         """Returns True when this call opened a new pending check, False when it coalesced."""
@@ -301,6 +306,44 @@ class Store:
         for name in ("maxmemory-policy", "appendonly", "save"):
             config.update(cast(dict[str, str], self.r.config_get(name)))
         return config
+
+
+@dataclass
+class AsyncStore:
+    """The host's asyncio side of the same keys and scripts, on a `redis.asyncio` client (one per loop)."""
+
+    r: redis.asyncio.Redis
+
+    def __post_init__(self) -> None:
+        self._schedule = self.r.register_script(SCHEDULE_LUA)
+
+    async def schedule(self, dialog_id: int, message_id: int, seen_at: float, grace: float) -> bool:
+        return bool(await self._schedule(keys=SCHEDULE_KEYS, args=schedule_args(dialog_id, message_id, seen_at, grace)))
+
+    async def touch_admin(self, manager_id: int, dialog_id: int | None, now: float, ttl: float) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(PRESENCE_ADMIN, {admin_member(manager_id, dialog_id): now + ttl})
+        pipe.zremrangebyscore(PRESENCE_ADMIN, "-inf", now)
+        await pipe.execute()
+
+    async def leave_admin(self, manager_id: int, dialog_id: int | None) -> None:
+        await self.r.zrem(PRESENCE_ADMIN, admin_member(manager_id, dialog_id))
+
+    async def touch_site(self, dialog_id: int, now: float, ttl: float) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(PRESENCE_SITE, {str(dialog_id): now + ttl})
+        pipe.zremrangebyscore(PRESENCE_SITE, "-inf", now)
+        await pipe.execute()
+
+    async def leave_site(self, dialog_id: int) -> None:
+        await self.r.zrem(PRESENCE_SITE, str(dialog_id))
+
+    async def connection_counts(self, now: float) -> tuple[int, int]:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zcount(PRESENCE_ADMIN, f"({now}", "+inf")
+        pipe.zcount(PRESENCE_SITE, f"({now}", "+inf")
+        admin, site = await pipe.execute()
+        return int(admin), int(site)
 
 
 def admin_member(manager_id: int, dialog_id: int | None) -> str:

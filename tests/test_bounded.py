@@ -95,7 +95,9 @@ class TestErrorsThatCannotSucceedFailAtOnce:
 
 
 class TestAttemptsAreBoundedOnEveryPath:
-    def test_a_send_lease_lost_again_and_again_ends_at_max_attempts(self, rt: Runtime, hostdb: Host, smtp_server: SmtpServer) -> None:
+    def test_a_send_lease_lost_again_and_again_ends_at_max_attempts(
+        self, rt: Runtime, hostdb: Host, smtp_server: SmtpServer
+    ) -> None:
         rt.settings = replace(rt.settings, max_attempts=3)
         delivery_id = due_email(rt, hostdb)
         lease = rt.settings.send_lease_seconds
@@ -112,7 +114,9 @@ class TestAttemptsAreBoundedOnEveryPath:
         assert run_delivery(rt, delivery_id, now + 3600).status is None
         assert smtp_server.messages == []
 
-    def test_retries_lost_leases_and_the_sweeper_share_one_count(self, rt: Runtime, hostdb: Host, smtp_server: SmtpServer) -> None:
+    def test_retries_lost_leases_and_the_sweeper_share_one_count(
+        self, rt: Runtime, hostdb: Host, smtp_server: SmtpServer
+    ) -> None:
         rt.settings = replace(rt.settings, max_attempts=3)
         smtp_server.refuse_next(10)
         delivery_id = due_email(rt, hostdb)

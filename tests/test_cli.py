@@ -101,3 +101,61 @@ def test_demo_runs_the_whole_story_with_a_real_worker(tmp_path: Path) -> None:
     html = next(tmp_path.glob("notifier-demo-*/mail/01.html"))
     text = html.read_text(encoding="utf-8")
     assert "Хочу заказать букет на завтра 🌷" in text and "Анна Петрова" in text
+
+
+def test_why_tells_every_decision_and_delivery_oldest_first(  # type: ignore[no-untyped-def]
+    env: dict[str, str], engine, hostdb: Host, smtp_server, capsys
+) -> None:
+    import json
+
+    hostdb.user(1, "owner@example.com")
+    hostdb.user(2, "member@example.com")
+    hostdb.user(3, "left@example.com")
+    hostdb.dialog(100, 1)
+    for member in (2, 3):
+        client.add_team_member(1, member)
+    smtp_server.refuse_next(1, "550 5.1.1 No such user")  # the first email (the owner's) is refused for good
+    with freeze_time("2026-11-26 12:00:00") as clock:
+        mid = hostdb.message(100, "ау")
+        client.schedule_fallback(100, mid)
+        clock.tick(61)
+        rt = build_runtime()
+        set_runtime(rt)
+        checks: list[int] = []
+        deliveries: list[int] = []
+        from notifier.check import dispatch, run_checks
+        from notifier.deliver import run_delivery
+
+        dispatch(rt, checks.extend, deliveries.append)
+        list(run_checks(rt, checks, deliveries.append))
+        assert len(deliveries) == 3
+        client.remove_team_member(1, 3)  # before its email goes out: skipped at send time
+        for delivery_id in deliveries:
+            run_delivery(rt, delivery_id)
+    assert main(["why", "100", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dialog_id"] == 100
+    assert [(d["manager_id"], d["channel"], d["action"], d["reason"]) for d in report["decisions"]] == [
+        (1, "email", "notify", "unread"), (2, "email", "notify", "unread"), (3, "email", "notify", "unread"),
+        (3, "email", "skip", "not_recipient"),
+    ]
+    assert all(set(d) == {"at", "manager_id", "channel", "action", "reason", "first_message_id", "last_message_id"}
+               for d in report["decisions"])
+    assert report["decisions"][0]["at"] == "2026-11-26T12:01:01.000Z"
+    assert (report["decisions"][0]["first_message_id"], report["decisions"][0]["last_message_id"]) == (mid, mid)
+    rows = [(d["manager_id"], d["status"], d["attempts"]) for d in report["deliveries"]]
+    assert rows == [(1, "failed", 1), (2, "sent", 1), (3, "skipped", 1)]
+    keys = {"id", "manager_id", "channel", "status", "attempts", "last_error", "sent_at"}
+    assert all(set(d) == keys for d in report["deliveries"])
+    assert "550" in report["deliveries"][0]["last_error"] and report["deliveries"][1]["sent_at"] == "2026-11-26T12:01:01.000Z"
+
+    assert main(["why", "100", "--manager", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "dialog 100 for manager 3" in out
+    assert "manager=3 email skip reason=not_recipient" in out and "manager=1" not in out
+    assert "skipped attempts=1" in out
+
+    assert main(["why", "555"]) == 0
+    assert "no decisions yet" in capsys.readouterr().out
+    assert main(["why", "0"]) == 2
+    assert "DIALOG_ID must be a positive integer" in capsys.readouterr().err

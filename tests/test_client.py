@@ -166,3 +166,47 @@ def test_a_hanging_redis_is_an_outage_not_a_hang_forever() -> None:
         assert client.schedule_fallback(100, 11) is False
     finally:
         silent.close()
+
+
+SUB = {"endpoint": "https://fcm.googleapis.com/fcm/send/abc", "keys": {"p256dh": "x", "auth": "y"}}
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda: client.schedule_fallback(2**63, 1), "dialog_id"),
+        (lambda: client.schedule_fallback(1, 2**63), "message_id"),
+        (lambda: client.mark_read(1, 2, 2**63), "message_id"),
+        (lambda: client.mark_read(1, "2", 3), "manager_id"),
+        (lambda: asyncio.run(client.amark_read(0, 2, 3)), "dialog_id"),
+        (lambda: client.add_team_member(1, -5), "user_id"),
+        (lambda: client.remove_team_member("owner", 2), "owner_id"),
+        (lambda: client.remove_team_member(1, None), "user_id"),
+        (lambda: client.set_language(1, "de"), "language"),
+        (lambda: client.set_language(True, "ru"), "manager_id"),
+        (lambda: client.save_subscription(1, SUB, user_agent=5), "user_agent"),  # type: ignore[arg-type]
+        (lambda: client.save_subscription(1, {**SUB, "endpoint": "https://[::1"}), "endpoint"),
+        (lambda: client.save_subscription(1, {**SUB, "endpoint": "https://[::1]:99999/x"}), "endpoint"),
+        (lambda: client.save_subscription(1, "not a dict"), "subscription"),  # type: ignore[arg-type]
+        (lambda: client.save_subscription(2**64, SUB), "manager_id"),
+        (lambda: client.delete_subscription(None), "endpoint"),  # type: ignore[arg-type]
+        (lambda: client.delete_subscription("https://x", manager_id=0), "manager_id"),
+        (lambda: client.presence.touch(1, dialog_id="7"), "dialog_id"),
+        (lambda: client.presence.leave(1, dialog_id=2**63), "dialog_id"),
+        (lambda: client.presence.touch_site(-1), "dialog_id"),
+        (lambda: client.presence.leave_site(1.0), "dialog_id"),
+    ],
+)
+def test_every_bad_input_is_invalid_input_naming_the_argument(rt: Runtime, call, argument: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput) as raised:
+        call()
+    assert argument in str(raised.value)
+    assert not isinstance(raised.value, TypeError)
+
+
+def test_the_largest_64_bit_id_is_accepted(rt: Runtime) -> None:
+    biggest = 2**63 - 1
+    assert client.schedule_fallback(biggest, biggest)
+    client.mark_read(biggest, biggest, biggest)  # our columns are 64-bit: stored, not a database error
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(models.read_pointers.c.message_id)).scalar_one() == biggest

@@ -21,15 +21,8 @@ from pathlib import Path
 import pytest
 
 from notifier.channels.base import EmailTarget
-from notifier.channels.email import (
-    ENCODED_LINE_MAX,
-    ENCODED_WORD_MAX,
-    OutboxSender,
-    SmtpSender,
-    build_email_sender,
-    encoded_words,
-    message_id_for,
-)
+from notifier.channels.email import OutboxSender, SmtpSender, build_email_sender, message_id_for
+from notifier.channels.mailheaders import ENCODED_LINE_MAX, ENCODED_WORD_MAX, encoded_words
 from notifier.config import Settings, load_settings
 from notifier.errors import InvalidInput
 from notifier.render import MessageView, RenderContext, RenderedEmail, Renderer

@@ -27,7 +27,7 @@ from notifier.config import Settings, get_settings
 from notifier.db import get_engine
 from notifier.outages import map_outages
 from notifier.redis_conn import client_for, resolve_url
-from notifier.store import SCHEDULE_KEYS, SCHEDULE_LUA, HotScript, Store, schedule_args
+from notifier.store import AsyncStore, HotScript, Store
 from notifier.validate import check_id, check_optional_id
 
 __all__ = [
@@ -52,7 +52,7 @@ stats: dict[str, int] = {"scheduled": 0, "coalesced": 0, "schedule_failures": 0,
 
 _local = threading.local()
 # One asyncio client per event loop (a client is bound to the loop it was made on).
-_async_scripts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, Any]] = weakref.WeakKeyDictionary()
+_async_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, AsyncStore]] = weakref.WeakKeyDictionary()
 
 
 def _store() -> Store:
@@ -61,7 +61,7 @@ def _store() -> Store:
     if store is None or _local.key != (os.getpid(), id(settings)):
         store = Store(client_for(resolve_url(settings)))
         _local.store, _local.key = store, (os.getpid(), id(settings))
-        _local.hot = HotScript(store.r)
+        _local.hot = store.hot_schedule()
     return store
 
 
@@ -105,21 +105,20 @@ async def aschedule_fallback(dialog_id: int, message_id: int) -> bool:
     check_id("message_id", message_id)
     settings = get_settings()
     try:
-        script = _async_script(settings)
-        added = await script(keys=SCHEDULE_KEYS, args=schedule_args(dialog_id, message_id, time.time(), settings.grace_seconds))
-        return _record(bool(added))
+        added = await _async_store(settings).schedule(dialog_id, message_id, time.time(), settings.grace_seconds)
+        return _record(added)
     except (redis.RedisError, OSError) as exc:
         return _failed(dialog_id, message_id, exc)
 
 
-def _async_script(settings: Settings) -> Any:
+def _async_store(settings: Settings) -> AsyncStore:
     loop = asyncio.get_running_loop()
-    cached = _async_scripts.get(loop)
+    cached = _async_stores.get(loop)
     if cached is None or cached[0] != id(settings):
         client = redis.asyncio.Redis.from_url(
             resolve_url(settings), socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
         )
-        cached = _async_scripts[loop] = (id(settings), client.register_script(SCHEDULE_LUA))
+        cached = _async_stores[loop] = (id(settings), AsyncStore(client))
     return cached[1]
 
 

@@ -2,6 +2,7 @@
 
 from alembic import context
 
+from notifier.errors import ConfigError
 from notifier.models import metadata
 
 VERSION_TABLE = "notifier_alembic_version"
@@ -14,7 +15,7 @@ def _include(obj, name, type_, reflected, compare_to):  # type: ignore[no-untype
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run migrations through notifier.migrate.upgrade()")
+    raise ConfigError("run our migrations through `notifier init-db` (notifier.migrate.upgrade), not the alembic command")
 context.configure(
     connection=connection,
     target_metadata=metadata,
