@@ -140,6 +140,7 @@ class Decision:
     burst_floor: int = 0
     first_message_id: int | None = None
     last_message_id: int | None = None
+    due_at: float | None = None  # notify only: when it was due (its deadline), for lateness figures
 
 
 @dataclass(frozen=True)
@@ -254,13 +255,13 @@ def _decide_one(inp: CheckInput, state: RecipientState) -> tuple[list[Decision],
     if state.online:
         return [_skip(person.id, Reason.ONLINE, floor)], None
 
-    def notify(channel: Channel, why: Reason) -> Decision:
-        return Decision(person.id, Action.NOTIFY, why, channel, floor, unread.first_id, unread.last_id)
+    def notify(channel: Channel, why: Reason, due_at: float) -> Decision:
+        return Decision(person.id, Action.NOTIFY, why, channel, floor, unread.first_id, unread.last_id, due_at)
 
     out: list[Decision] = []
     pushed = (Channel.WEBPUSH, floor) in state.notified
     if state.has_push and not pushed:
-        out.append(notify(Channel.WEBPUSH, Reason.UNREAD))
+        out.append(notify(Channel.WEBPUSH, Reason.UNREAD, deadline))
     went_push = state.has_push or pushed
     email_due = max(deadline, start + inp.email_after_seconds) if went_push else deadline
     if (Channel.EMAIL, floor) in state.notified:
@@ -272,7 +273,7 @@ def _decide_one(inp: CheckInput, state: RecipientState) -> tuple[list[Decision],
     if (stop := _channel_stop(person, Channel.EMAIL)) is not None:
         out.append(_skip(person.id, stop, floor))
     else:
-        out.append(notify(Channel.EMAIL, Reason.ESCALATED if went_push else Reason.UNREAD))
+        out.append(notify(Channel.EMAIL, Reason.ESCALATED if went_push else Reason.UNREAD, email_due))
     return out, None
 
 

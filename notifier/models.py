@@ -102,6 +102,7 @@ deliveries = Table(
     Column("attempts", Integer, nullable=False, default=0),
     # PENDING: not retried before `not_before`; re-enqueued by the sweeper once `lease_until` passes.
     # SENDING: the worker's claim expires at `lease_until`, then another worker may take it over.
+    Column("due_at", Double, nullable=True),  # the deadline the delivery was due at (lateness = sent - due)
     Column("not_before", Double, nullable=True),
     Column("lease_until", Double, nullable=True),
     # For SKIPPED: the send-time Reason; for FAILED: a FailReason. The error text stays in last_error.

@@ -55,7 +55,7 @@ class TestGraceDeadline:
         out = decide(inp(T0 + 61))
         d = only(out.decisions)
         assert (d.action, d.channel, d.reason) == (Action.NOTIFY, Channel.EMAIL, Reason.UNREAD)
-        assert (d.first_message_id, d.last_message_id, d.burst_floor) == (11, 13, 10)
+        assert (d.first_message_id, d.last_message_id, d.burst_floor, d.due_at) == (11, 13, 10, T0 + 60)
         assert out.recheck_at is None
 
 
@@ -71,7 +71,7 @@ class TestEscalation:
         assert before.decisions == () and before.recheck_at == T0 + 300
         after = decide(inp(T0 + 301, pushed))
         d = only(after.decisions)
-        assert (d.action, d.channel, d.reason) == (Action.NOTIFY, Channel.EMAIL, Reason.ESCALATED)
+        assert (d.action, d.channel, d.reason, d.due_at) == (Action.NOTIFY, Channel.EMAIL, Reason.ESCALATED, T0 + 300)
 
     def test_subscription_gone_after_push_still_waits_for_escalation(self) -> None:
         s = state(has_push=False, notified=frozenset({(Channel.WEBPUSH, 10)}))

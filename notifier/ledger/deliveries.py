@@ -47,6 +47,7 @@ def claim_new(conn: Connection, dialog_id: int, decision: Decision, targets: Seq
             "last_message_id": decision.last_message_id,
             "status": DeliveryStatus.PENDING.value,
             "attempts": 0,
+            "due_at": decision.due_at,
             "lease_until": now + ENQUEUE_LEASE,
             "created_at": now,
             "updated_at": now,
@@ -67,6 +68,7 @@ class DeliveryRow:
     first_message_id: int
     last_message_id: int
     attempts: int  # including the one this claim started
+    due_at: float | None = None
 
 
 def claim(engine: Engine, delivery_id: int, now: float, send_lease: float, max_attempts: int) -> DeliveryRow | None:
@@ -90,7 +92,7 @@ def claim(engine: Engine, delivery_id: int, now: float, send_lease: float, max_a
         r = conn.execute(select(d).where(d.c.id == delivery_id)).one()
     return DeliveryRow(
         r.id, r.dialog_id, r.manager_id, Channel(r.channel), r.target, r.burst_floor, r.first_message_id,
-        r.last_message_id, r.attempts,
+        r.last_message_id, r.attempts, r.due_at,
     )
 
 
