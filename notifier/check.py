@@ -16,6 +16,7 @@ from notifier.config import Settings
 from notifier.decide import CheckInput, Decision, RecipientState, decide
 from notifier.enums import Action, Channel, Reason
 from notifier.outages import is_outage
+from notifier.preferences import Defaults, resolve_preferences
 from notifier.retry import describe
 from notifier.runtime import Runtime
 
@@ -45,6 +46,7 @@ def log_decision(dialog_id: int, x: Decision, at: str = "check") -> None:
 def build_input(
     snap: snapshot.DialogSnapshot, online: set[int], seen: dict[int, float], now: float, settings: Settings
 ) -> CheckInput:
+    defaults = Defaults(language=settings.default_language, time_zone=settings.default_time_zone)
     return CheckInput(
         dialog=snap.facts,
         messages=snap.messages,
@@ -55,6 +57,7 @@ def build_input(
                 online=c.person.id in online,
                 has_push=c.person.id in snap.with_push,
                 notified=snap.notified.get(c.person.id, frozenset()),
+                prefs=resolve_preferences(snap.stored.get(c.person.id), defaults),
             )
             for c in snap.candidates
         ),
@@ -164,8 +167,10 @@ def dispatch(
     enqueue_delivery: Callable[[int], object],
     now: float | None = None,
     max_batches: int = 100,
+    enqueue_clears: Callable[[list[int]], object] | None = None,
 ) -> int:
-    """Move due checks to the queue (atomically in Redis) and re-enqueue deliveries whose worker vanished."""
+    """Move due checks to the queue (atomically in Redis), re-enqueue deliveries whose worker vanished, and
+    hand clear-on-read requests to `enqueue_clears`."""
     now = time.time() if now is None else now
     settings = rt.settings
     moved = 0
@@ -180,4 +185,6 @@ def dispatch(
             break
     for delivery_id in ledger.sweep(rt.engine, now, settings.max_attempts):
         enqueue_delivery(delivery_id)
+    if enqueue_clears is not None and (clears := rt.store.pop_clears(CHECK_CHUNK)):
+        enqueue_clears(clears)
     return moved

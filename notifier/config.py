@@ -69,6 +69,11 @@ class Settings:
     push_allowed_hosts: tuple[str, ...] = DEFAULT_PUSH_HOSTS
     push_ttl_seconds: int = 12 * 3600
     push_timeout_seconds: float = 10.0
+    # Preferences and one-click unsubscribe.
+    default_time_zone: str = "Europe/Moscow"
+    public_url: str | None = None  # where the kit is mounted, e.g. https://replyx.ru/api/notifier
+    secret_key: str | None = field(default=None, repr=False)
+    settings_url: str | None = None  # the admin panel's notification settings page
 
     def dialog_link(self, dialog_id: int) -> str:
         return self.dialog_url.format(dialog_id=dialog_id)
@@ -179,6 +184,44 @@ def _environment(env: Mapping[str, str]) -> str:
     return value
 
 
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = _str(env, name)
+    if raw is None:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in raw):
+        raise ConfigError(f"{name} must be an absolute http(s) URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _time_zone(env: Mapping[str, str]) -> str:
+    from notifier.errors import InvalidInput
+    from notifier.preferences import parse_time_zone
+
+    raw = env.get("NOTIFIER_DEFAULT_TIME_ZONE") or "Europe/Moscow"
+    try:
+        return parse_time_zone(raw) or "Europe/Moscow"
+    except InvalidInput:
+        raise ConfigError(f"NOTIFIER_DEFAULT_TIME_ZONE must be an IANA time zone such as Europe/Moscow, got {raw!r}") from None
+
+
+def _secret(env: Mapping[str, str], public_url: str | None) -> str | None:
+    secret = _str(env, "NOTIFIER_SECRET_KEY")
+    if secret is not None and len(secret) < 32:
+        raise ConfigError(
+            "NOTIFIER_SECRET_KEY must be at least 32 characters "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    if public_url is not None and secret is None:
+        raise ConfigError("NOTIFIER_SECRET_KEY is required when NOTIFIER_PUBLIC_URL is set: it signs the unsubscribe links")
+    return secret
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate settings; raises ConfigError naming the variable at fault."""
     env = os.environ if env is None else env
@@ -196,6 +239,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tuple(h.strip().lower() for h in hosts_raw.split(",") if h.strip()) if hosts_raw else DEFAULT_PUSH_HOSTS
     )
     templates = _str(env, "NOTIFIER_TEMPLATES_DIR")
+    public_url = _url(env, "NOTIFIER_PUBLIC_URL")
     default_port = 465 if smtp_tls == "tls" else (25 if smtp_tls == "none" else 587)
     return Settings(
         database_url=env.get("NOTIFIER_DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -230,6 +274,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         push_allowed_hosts=hosts,
         push_ttl_seconds=_int(env, "NOTIFIER_PUSH_TTL_SECONDS", 12 * 3600),
         push_timeout_seconds=_float(env, "NOTIFIER_PUSH_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        default_time_zone=_time_zone(env),
+        public_url=public_url,
+        secret_key=_secret(env, public_url),
+        settings_url=_url(env, "NOTIFIER_SETTINGS_URL"),
     )
 
 

@@ -10,13 +10,17 @@ Precedence, first match wins, per recipient:
 1. tenant guard (an assigned manager outside the tenant is refused; the owner takes their place);
    at send time, someone who is no longer a recipient at all (left the team, handoff reassigned);
 2. inactive account; dialog ended (no visitor message since the host's `ended_at`); AI handling;
-3. nothing unread for them (answered by a manager, or read up to their pointer);
+   the manager muted this dialog;
+3. nothing unread for them (answered by a manager, or read up to their pointer); another recipient has
+   read the whole burst (read by other);
 4. grace deadline not reached -> wait (decision time only: at send time the deadline was already judged);
 5. online on this dialog -> skip;
-6. push: once per burst, at the grace deadline, when they have a subscription (at send time: the
-   subscription still exists and still belongs to them);
-7. email: once per burst, at the grace deadline when they have no push, else `email_after` after the
-   burst began; no address -> skip.
+6. inside the manager's quiet hours -> hold until they end (action `hold`, decided again then);
+7. push: once per burst, at the grace deadline, when push is on for them and they have a subscription
+   (at send time: the subscription still exists and still belongs to them);
+8. email: once per burst, at the grace deadline when they get no push, else `email_after` after the
+   burst began (and never together with a first push that comes late: then `email_after - grace` after
+   it); email off for them -> skip `channel_off`; no address -> skip.
 A burst is what is unread above `max(read pointer, last manager message)`; that floor keys the ledger, so
 a new burst begins only when the manager reads or answers.
 """
@@ -27,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from notifier.enums import Action, Channel, Reason, Relation
+from notifier.preferences import Preferences, quiet_until
 
 HANDOFF_NEEDS_HUMAN = frozenset({"requested", "active"})
 
@@ -38,7 +43,6 @@ class Person:
     first_name: str | None = None
     role: str | None = "user"
     status: str | None = "active"
-    language: str | None = None
 
     @property
     def active(self) -> bool:
@@ -129,6 +133,7 @@ class RecipientState:
     has_push: bool = False
     # (channel, burst floor) pairs already in the ledger for this dialog and person.
     notified: frozenset[tuple[Channel, int]] = frozenset()
+    prefs: Preferences = field(default_factory=Preferences)
 
 
 @dataclass(frozen=True)
@@ -214,16 +219,30 @@ def _stop(inp: CheckInput, state: RecipientState) -> tuple[Reason | None, int, U
         return Reason.INACTIVE, 0, None
     if (reason := dialog_reason(inp.dialog, inp.skip_ai_handled)) is not None:
         return reason, 0, None
+    if state.prefs.muted(inp.dialog.id):
+        return Reason.MUTED, 0, None
     messages = inp.messages
     floor = max(state.read_pointer, messages.last_manager_id)
     unread = messages.unread_above(floor)
     if unread is None:
         answered = messages.last_manager_id > 0 and messages.last_visitor_id <= messages.last_manager_id
         return (Reason.ANSWERED if answered else Reason.READ), floor, None
+    if read_by_other(inp, state):
+        return Reason.READ_BY_OTHER, floor, None
     return None, floor, unread
 
 
-def _channel_stop(person: Person, channel: Channel, subscription_owner: int | None = None) -> Reason | None:
+def read_by_other(inp: CheckInput, state: RecipientState) -> bool:
+    """Another recipient has read the dialog up to its newest visitor message: nobody else need be told."""
+    me, newest = state.candidate.person.id, inp.messages.last_visitor_id
+    return newest > 0 and any(s.read_pointer >= newest for s in inp.recipients if s.candidate.person.id != me)
+
+
+def _channel_stop(
+    person: Person, prefs: Preferences, channel: Channel, subscription_owner: int | None = None
+) -> Reason | None:
+    if not (prefs.email if channel is Channel.EMAIL else prefs.push):
+        return Reason.CHANNEL_OFF
     if channel is Channel.EMAIL and not person.email:
         return Reason.NO_ADDRESS
     if channel is Channel.WEBPUSH and subscription_owner != person.id:
@@ -254,24 +273,41 @@ def _decide_one(inp: CheckInput, state: RecipientState) -> tuple[list[Decision],
         return [], deadline
     if state.online:
         return [_skip(person.id, Reason.ONLINE, floor)], None
+    out, recheck = _channels(inp, state, floor, unread, start, deadline)
+    if any(d.action is Action.NOTIFY for d in out) and (held_until := quiet_until(inp.now, state.prefs)) is not None:
+        hold = Decision(person.id, Action.HOLD, Reason.QUIET_HOURS, None, floor, unread.first_id, unread.last_id, held_until)
+        return [hold], held_until
+    return out, recheck
+
+
+def _channels(
+    inp: CheckInput, state: RecipientState, floor: int, unread: Unread, start: float, deadline: float
+) -> tuple[list[Decision], float | None]:
+    """Rules 7-8: which channels are due now, and when to look again."""
+    person, prefs = state.candidate.person, state.prefs
 
     def notify(channel: Channel, why: Reason, due_at: float) -> Decision:
         return Decision(person.id, Action.NOTIFY, why, channel, floor, unread.first_id, unread.last_id, due_at)
 
     out: list[Decision] = []
     pushed = (Channel.WEBPUSH, floor) in state.notified
-    if state.has_push and not pushed:
+    push_now = state.has_push and prefs.push and not pushed
+    if push_now:
         out.append(notify(Channel.WEBPUSH, Reason.UNREAD, deadline))
-    went_push = state.has_push or pushed
+    went_push = push_now or pushed
     email_due = max(deadline, start + inp.email_after_seconds) if went_push else deadline
+    if push_now and inp.now >= start + inp.email_after_seconds:
+        # A first push that comes this late (held by quiet hours, an outage) gets its head start anyway.
+        email_due = inp.now + max(0.0, inp.email_after_seconds - inp.grace_seconds)
     if (Channel.EMAIL, floor) in state.notified:
         if not out:
             out.append(_skip(person.id, Reason.ALREADY_NOTIFIED, floor))
         return out, None
     if inp.now < email_due:
         return out, email_due
-    if (stop := _channel_stop(person, Channel.EMAIL)) is not None:
-        out.append(_skip(person.id, stop, floor))
+    if (stop := _channel_stop(person, prefs, Channel.EMAIL)) is not None:
+        if not out:
+            out.append(_skip(person.id, stop, floor, Channel.EMAIL if stop is Reason.CHANNEL_OFF else None))
     else:
         out.append(notify(Channel.EMAIL, Reason.ESCALATED if went_push else Reason.UNREAD, email_due))
     return out, None
@@ -290,7 +326,8 @@ def decide(inp: CheckInput) -> Outcome:
 
 
 def decide_delivery(inp: CheckInput, pending: PendingDelivery) -> Decision:
-    """The same rules for one delivery just before sending: NOTIFY means send now, SKIP says why not."""
+    """The same rules for one delivery just before sending: NOTIFY means send now, HOLD means not before
+    `due_at` (quiet hours), SKIP says why not."""
     manager_id, channel = pending.manager_id, pending.channel
     state = next((s for s in inp.recipients if s.candidate.person.id == manager_id), None)
     if state is None:
@@ -305,8 +342,10 @@ def decide_delivery(inp: CheckInput, pending: PendingDelivery) -> Decision:
         return _skip(manager_id, Reason.ANSWERED if answered else Reason.READ, pending.burst_floor, channel)
     if state.online:
         return _skip(manager_id, Reason.ONLINE, floor, channel)
-    if (stop := _channel_stop(state.candidate.person, channel, pending.subscription_owner)) is not None:
+    if (stop := _channel_stop(state.candidate.person, state.prefs, channel, pending.subscription_owner)) is not None:
         return _skip(manager_id, stop, floor, channel)
+    if (held_until := quiet_until(inp.now, state.prefs)) is not None:
+        return Decision(manager_id, Action.HOLD, Reason.QUIET_HOURS, channel, floor, unread.first_id, unread.last_id, held_until)
     return Decision(manager_id, Action.NOTIFY, Reason.UNREAD, channel, floor, unread.first_id, unread.last_id)
 
 
@@ -314,3 +353,23 @@ def recipients_changed(decision: Decision) -> bool:
     """A send-time skip because the dialog's recipients changed: decide the dialog again, so whoever took
     over (a reassigned handoff, the owner after a refusal) hears about the burst."""
     return decision.action is Action.SKIP and decision.reason in (Reason.NOT_RECIPIENT, Reason.TENANT_GUARD)
+
+
+@dataclass(frozen=True)
+class PushedNotice:
+    """A push that went out and may still be on a screen."""
+
+    delivery_id: int
+    manager_id: int
+    subscription_id: int
+    burst_floor: int
+    last_message_id: int
+
+
+def clears_due(notices: list[PushedNotice], pointers: Mapping[int, int], last_manager_id: int) -> list[PushedNotice]:
+    """Pushes to take back: their manager has read the burst they were told about, or a manager answered
+    after the burst began."""
+    return [
+        n for n in notices
+        if pointers.get(n.manager_id, 0) >= n.last_message_id or last_manager_id > n.burst_floor
+    ]

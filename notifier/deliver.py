@@ -23,6 +23,7 @@ from notifier.outages import is_outage
 from notifier.render import MAX_SHOWN, MessageView, RenderContext
 from notifier.retry import backoff, describe
 from notifier.runtime import Runtime
+from notifier.unsubscribe import unsubscribe_url
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,12 @@ def _attempt(rt: Runtime, row: ledger.DeliveryRow, now: float) -> DeliveryOutcom
     else:
         owner = subscription.manager_id if subscription is not None else None
         decision = decide_delivery(gathered[1], PendingDelivery(row.manager_id, row.channel, row.burst_floor, owner))
+    if decision.action is Action.HOLD and decision.due_at is not None:
+        # Quiet hours began while it waited: not now, and not an attempt; back in line for when they end.
+        ledger.hold(rt.engine, row.id, now, decision.due_at)
+        log_decision(row.dialog_id, decision, at="send")
+        _log(row, "held", decision.reason.value)
+        return DeliveryOutcome(DeliveryStatus.PENDING, retry_in=decision.due_at - now, reason=decision.reason.value)
     if decision.action is Action.SKIP or gathered is None:
         ledger.mark_skipped(rt.engine, row, decision, now)
         log_decision(row.dialog_id, decision, at="send")
@@ -103,23 +110,28 @@ def _attempt(rt: Runtime, row: ledger.DeliveryRow, now: float) -> DeliveryOutcom
             rt.store.schedule(row.dialog_id, newest, now - settings.grace_seconds, settings.grace_seconds)
         return DeliveryOutcome(DeliveryStatus.SKIPPED, reason=decision.reason.value)
     snap, inp = gathered
-    person = next(c.person for c in snap.candidates if c.person.id == row.manager_id)
+    state = next(s for s in inp.recipients if s.candidate.person.id == row.manager_id)
+    person = state.candidate.person
     unread = inp.messages.unread_above(decision.burst_floor)
     with rt.engine.connect() as conn:
         shown = snapshot.load_shown(conn, row.dialog_id, decision.burst_floor, MAX_SHOWN)
     ctx = RenderContext(
         dialog_id=row.dialog_id,
-        language=person.language or settings.default_language,
+        language=state.prefs.language,
         recipient_name=person.first_name,
         visitor_name=snap.visitor_name,
         site_name=snap.site_name,
         messages=tuple(MessageView(i, text) for i, text in shown),
         dialog_url=settings.dialog_link(row.dialog_id),
         total=unread.count if unread is not None else len(shown),
+        relation=state.candidate.relation.value,
+        settings_url=settings.settings_url,
+        unsubscribe_url=unsubscribe_url(settings.public_url, settings.secret_key, row.manager_id, Channel.EMAIL, now),
     )
     if row.channel is Channel.EMAIL:
         assert person.email is not None  # decide_delivery said no_address otherwise
-        target = EmailTarget(person.email, person.first_name, message_id_for(row.id, row.dialog_id, settings))
+        message_id = message_id_for(row.id, row.dialog_id, settings)
+        target = EmailTarget(person.email, person.first_name, message_id, ctx.unsubscribe_url)
         result = rt.email_sender().send(target, rt.renderer().email(ctx))
     else:
         assert subscription is not None  # decide_delivery said subscription_gone otherwise

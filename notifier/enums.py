@@ -11,6 +11,7 @@ class Channel(StrEnum):
 class Action(StrEnum):
     NOTIFY = "notify"
     SKIP = "skip"
+    HOLD = "hold"  # due, but inside the manager's quiet hours: decided again when they end
 
 
 class Reason(StrEnum):
@@ -23,6 +24,10 @@ class Reason(StrEnum):
     AI_HANDLING = "ai_handling"
     DIALOG_ENDED = "dialog_ended"
     ONLINE = "online"
+    MUTED = "muted"  # the manager muted this dialog
+    READ_BY_OTHER = "read_by_other"  # another recipient read the whole burst
+    QUIET_HOURS = "quiet_hours"  # held until the manager's quiet hours end
+    CHANNEL_OFF = "channel_off"  # the manager turned this channel off
     TENANT_GUARD = "tenant_guard"
     NOT_RECIPIENT = "not_recipient"  # no longer a recipient (left the team, handoff reassigned)
     INACTIVE = "inactive"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Double,
     Index,
@@ -39,12 +40,25 @@ team_members = Table(
     Column("created_at", Double, nullable=False),
 )
 
+# One row per manager; NULL in any column means "the default" (notifier.preferences.resolve_preferences).
 preferences = Table(
     "notifier_preferences",
     metadata,
     Column("manager_id", Id, primary_key=True),
     Column("language", String(8), nullable=True),
+    Column("push", Boolean, nullable=True),
+    Column("email", Boolean, nullable=True),
+    Column("time_zone", String(64), nullable=True),
+    Column("quiet_start", String(5), nullable=True),  # "HH:MM", both or neither
+    Column("quiet_end", String(5), nullable=True),
     Column("updated_at", Double, nullable=False),
+)
+
+muted_dialogs = Table(
+    "notifier_muted_dialogs",
+    metadata,
+    Column("manager_id", Id, primary_key=True),
+    Column("dialog_id", Id, primary_key=True),
 )
 
 read_pointers = Table(
@@ -112,6 +126,7 @@ deliveries = Table(
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
     Column("sent_at", Double, nullable=True),
+    Column("cleared_at", Double, nullable=True),  # push only: when a "clear" push followed it (read/answered)
     UniqueConstraint("dialog_id", "manager_id", "channel", "target", "burst_floor", name="uq_notifier_delivery_key"),
     Index("ix_notifier_deliveries_status_lease", "status", "lease_until"),
 )

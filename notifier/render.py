@@ -1,6 +1,7 @@
 """Turn an unread-message burst into email and Web Push content.
 
-Public: `MessageView`, `RenderContext`, `RenderedEmail`, `RenderedPush`, `Renderer`, `default_templates_dir`.
+Public: `MessageView`, `RenderContext`, `RenderedEmail`, `RenderedPush`, `RenderedClear`, `Renderer`,
+`default_templates_dir`.
 Every word a manager reads comes from `templates/<email|push>/<lang>/`; this module only cleans,
 cuts and counts values, so a translator never has to touch Python.
 """
@@ -60,6 +61,9 @@ class RenderContext:
     messages: tuple[MessageView, ...]  # oldest first; the newest ones when the burst is long
     dialog_url: str
     total: int | None = None  # unread messages in the burst, exact; None: len(messages)
+    relation: str = "owner"  # why they get it: "owner", "assigned" or "team" (the email's footer says so)
+    settings_url: str | None = None  # the manager's notification settings page
+    unsubscribe_url: str | None = None  # one click turns email off
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,21 @@ class RenderedPush:
         }
         data["body"] = _fit_bytes(self.body, PUSH_PAYLOAD_LIMIT - len(_dump(data)))
         return _dump(data)
+
+
+@dataclass(frozen=True)
+class RenderedClear:
+    """A silent push: the dialog was read or answered, so the service worker closes its notification.
+    Nothing in it is read by a person, so no template; it shares the notification's tag and Topic."""
+
+    dialog_id: int
+
+    @property
+    def tag(self) -> str:
+        return f"dialog-{self.dialog_id}"
+
+    def payload(self) -> bytes:
+        return _dump({"type": "clear", "dialog_id": self.dialog_id, "tag": self.tag})
 
 
 def default_templates_dir() -> Path:
@@ -149,6 +168,9 @@ def _values(ctx: RenderContext) -> tuple[str, dict[str, object]]:
         "latest": latest,
         "preview": truncate(one_line(latest), PREVIEW_LIMIT),
         "dialog_url": safe_url(ctx.dialog_url),
+        "relation": ctx.relation if ctx.relation in ("owner", "assigned", "team") else "owner",
+        "settings_url": safe_url(ctx.settings_url) if ctx.settings_url else "",
+        "unsubscribe_url": safe_url(ctx.unsubscribe_url) if ctx.unsubscribe_url else "",
     }
 
 

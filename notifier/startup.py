@@ -49,3 +49,14 @@ def check_push(settings: Settings) -> None:
 
     load_vapid_private_key(settings.vapid_private_key)
     check_subject(settings.vapid_subject)
+
+
+def notes(settings: Settings) -> list[str]:
+    """What the worker says once at start-up about optional features that are off."""
+    out = []
+    if not settings.public_url:
+        out.append(
+            "NOTIFIER_PUBLIC_URL is not set: emails carry no one-click unsubscribe (List-Unsubscribe); set it to "
+            "where the kit is mounted, e.g. https://replyx.ru/api/notifier, with NOTIFIER_SECRET_KEY"
+        )
+    return out

@@ -16,6 +16,8 @@ Keys (all under `notifier:`):
 - `latest`   hash dialog_id -> newest message id scheduled (forward only).
 - `presence:admin` zset "manager:dialog" (or "manager:-") -> expiry; `presence:site` zset dialog -> expiry.
 - `reconcile:watermark` the reconciler's id watermark in the host's `dialog_messages`.
+- `clears`   zset dialog_id -> when a read was reported: the dispatcher hands these to a task that sends
+  "clear" pushes to managers who were pushed about the dialog and have read it (or it was answered).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ LATEST = PREFIX + "latest"
 PRESENCE_ADMIN = PREFIX + "presence:admin"
 PRESENCE_SITE = PREFIX + "presence:site"
 WATERMARK = PREFIX + "reconcile:watermark"
+CLEARS = PREFIX + "clears"
 
 # KEYS: pending, seen, latest. ARGV: dialog, message, seen_at, grace, seen cap. Returns 1 for a new check.
 SCHEDULE_LUA = """
@@ -259,6 +262,13 @@ class Store:
         pending, inflight, parked = pipe.execute()
         return {i for i, p, f, k in zip(dialog_ids, pending, inflight, parked, strict=True) if p or f or k}
 
+    # Clear-on-read requests.
+    def request_clear(self, dialog_id: int, now: float) -> None:
+        self.r.zadd(CLEARS, {str(dialog_id): now}, nx=True)
+
+    def pop_clears(self, limit: int) -> list[int]:
+        return [int(m) for m, _ in cast(list[tuple[str, float]], self.r.zpopmin(CLEARS, limit))]
+
     # The reconciler's watermark.
     def watermark(self) -> int | None:
         raw = cast(str | None, self.r.get(WATERMARK))
@@ -319,6 +329,9 @@ class AsyncStore:
 
     async def schedule(self, dialog_id: int, message_id: int, seen_at: float, grace: float) -> bool:
         return bool(await self._schedule(keys=SCHEDULE_KEYS, args=schedule_args(dialog_id, message_id, seen_at, grace)))
+
+    async def request_clear(self, dialog_id: int, now: float) -> None:
+        await self.r.zadd(CLEARS, {str(dialog_id): now}, nx=True)
 
     async def touch_admin(self, manager_id: int, dialog_id: int | None, now: float, ttl: float) -> None:
         pipe = self.r.pipeline(transaction=False)

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, insert, update
 
 from notifier import host
 from notifier.check import dispatch, run_checks
+from notifier.clear import run_clear
 from notifier.deliver import DeliveryOutcome, run_delivery
 from notifier.runtime import Runtime
 
@@ -135,9 +136,12 @@ class Drive:
         now = time.time() if now is None else now
         checks: list[int] = []
         deliveries: list[int] = []
-        dispatch(self.rt, checks.extend, deliveries.append, now)
+        clears: list[int] = []
+        dispatch(self.rt, checks.extend, deliveries.append, now, enqueue_clears=clears.extend)
         for _ in run_checks(self.rt, checks, deliveries.append, now):  # as the worker's check_dialogs does
             pass
+        for dialog_id in clears:
+            run_clear(self.rt, dialog_id, now)
         done = [run_delivery(self.rt, d, now) for d in deliveries]
         self.outcomes.extend(done)
         return done

@@ -143,12 +143,14 @@ CLIENT_API = [
     "amark_read",
     "aschedule_fallback",
     "delete_subscription",
+    "get_preferences",
     "mark_read",
     "presence",
     "remove_team_member",
     "save_subscription",
     "schedule_fallback",
     "set_language",
+    "set_preferences",
     "stats",
 ]
 

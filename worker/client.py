@@ -22,7 +22,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from notifier import ledger
+from notifier import ledger, snapshot
 from notifier.config import Settings, get_settings
 from notifier.db import get_engine
 from notifier.outages import map_outages
@@ -36,19 +36,23 @@ __all__ = [
     "amark_read",
     "aschedule_fallback",
     "delete_subscription",
+    "get_preferences",
     "mark_read",
     "presence",
     "remove_team_member",
     "save_subscription",
     "schedule_fallback",
     "set_language",
+    "set_preferences",
     "stats",
 ]
 
 log = logging.getLogger(__name__)
 
 # Counters a host can export to its metrics; failures here mean the reconciler will have to catch up.
-stats: dict[str, int] = {"scheduled": 0, "coalesced": 0, "schedule_failures": 0, "presence_failures": 0}
+stats: dict[str, int] = {
+    "scheduled": 0, "coalesced": 0, "schedule_failures": 0, "presence_failures": 0, "clear_failures": 0,
+}
 
 _local = threading.local()
 # One asyncio client per event loop (a client is bound to the loop it was made on).
@@ -127,11 +131,17 @@ def _engine() -> Any:
 
 
 def mark_read(dialog_id: int, manager_id: int, message_id: int) -> None:
-    """The manager has read the dialog up to `message_id` (pointers only move forward).
+    """The manager has read the dialog up to `message_id` (pointers only move forward). Call it when they
+    answer too, with their answer's id: a notification already on any manager's screen is then cleared.
 
     Bad ids raise InvalidInput; a database outage raises notifier.errors.Unavailable."""
     with map_outages():
         ledger.mark_read(_engine(), dialog_id, manager_id, message_id)
+    try:  # clearing a shown notification is a courtesy: a Redis outage must not fail the read
+        _store().request_clear(dialog_id, time.time())
+    except (redis.RedisError, OSError) as exc:
+        stats["clear_failures"] += 1
+        log.warning("clear request failed dialog=%s error=%s", dialog_id, type(exc).__name__)
 
 
 async def amark_read(dialog_id: int, manager_id: int, message_id: int) -> None:
@@ -170,6 +180,25 @@ def remove_team_member(owner_id: int, user_id: int) -> bool:
 def set_language(manager_id: int, language: str | None) -> None:
     with map_outages():
         ledger.set_language(_engine(), manager_id, language)
+
+
+def get_preferences(manager_id: int) -> dict[str, Any]:
+    """The manager's stored preferences, every field present, None meaning "the default":
+    {"push", "email", "language", "time_zone", "quiet_hours", "muted_dialogs"}."""
+    check_id("manager_id", manager_id)
+    with map_outages(), _engine().connect() as conn:
+        return snapshot.load_stored(conn, [manager_id])[manager_id].as_json()
+
+
+def set_preferences(manager_id: int, **fields: Any) -> dict[str, Any]:
+    """Change some preferences (the others stay); returns them all, as get_preferences does.
+
+    push/email: True, False or None; language: "ru", "en" or None; time_zone: an IANA name or None;
+    quiet_hours: {"start": "HH:MM", "end": "HH:MM"} in that zone, or None; muted_dialogs: dialog ids.
+    Anything else, or a malformed value, raises InvalidInput naming it. Honoured at decision and send time."""
+    with map_outages():
+        ledger.set_preferences(_engine(), manager_id, fields)
+    return get_preferences(manager_id)
 
 
 class Presence:

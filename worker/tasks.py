@@ -16,6 +16,7 @@ from celery import Task
 from celery.signals import after_setup_logger, worker_init, worker_process_shutdown
 
 from notifier.check import dispatch, run_checks
+from notifier.clear import run_clear
 from notifier.deliver import run_delivery
 from notifier.enums import DeliveryStatus
 from notifier.errors import ConfigError, DeliveryFailed, Unavailable
@@ -24,7 +25,7 @@ from notifier.reconcile import reconcile
 from notifier.retry import backoff
 from notifier.runtime import get_runtime, set_runtime
 from notifier.snapshot import host_tables_missing
-from notifier.startup import check_push, check_redis
+from notifier.startup import check_push, check_redis, notes
 from notifier.validate import check_id
 from worker.celery_app import CHECK_TIME_LIMIT, DELIVERY_TIME_LIMIT, MAX_CELERY_COUNTDOWN, app
 
@@ -94,12 +95,23 @@ def deliver(self: Task, delivery_id: int) -> dict[str, Any]:
     return {"status": outcome.status.value if outcome.status else None, "reason": outcome.reason}
 
 
+@app.task(name="notifier.clear_dialogs", ignore_result=True, time_limit=CHECK_TIME_LIMIT)
+def clear_dialogs(dialog_ids: list[int]) -> int:
+    """Clear-on-read pushes for dialogs whose managers read them (best effort: an outage skips them)."""
+    ids = [check_id("dialog_id", d) for d in dialog_ids]
+    sent = 0
+    with _skip_tick_on_outage("clear"):
+        for dialog_id in ids:
+            sent += run_clear(get_runtime(), dialog_id)
+    return sent
+
+
 @app.task(name="notifier.dispatch_due", ignore_result=True)
 def dispatch_due() -> int:
     """Move due checks from Redis to the queue, and re-enqueue deliveries whose worker vanished."""
     moved = 0
     with _skip_tick_on_outage("dispatch"):
-        moved = dispatch(get_runtime(), _enqueue_checks, _enqueue_delivery)
+        moved = dispatch(get_runtime(), _enqueue_checks, _enqueue_delivery, enqueue_clears=_enqueue_clears)
     return moved
 
 
@@ -131,6 +143,8 @@ def _startup_checks(**_: Any) -> None:
     except ConfigError as exc:
         log.critical("refusing to start: %s", exc)
         raise SystemExit(f"notifier worker refuses to start: {exc}") from None
+    for note in notes(rt.settings):
+        log.warning("%s", note)
     try:
         with map_outages():
             missing = host_tables_missing(rt.engine)
@@ -152,6 +166,10 @@ def _startup_checks(**_: Any) -> None:
 
 def _enqueue_checks(dialog_ids: list[int]) -> None:
     check_dialogs.apply_async((dialog_ids,))
+
+
+def _enqueue_clears(dialog_ids: list[int]) -> None:
+    clear_dialogs.apply_async((dialog_ids,))
 
 
 def _enqueue_delivery(delivery_id: int) -> None:

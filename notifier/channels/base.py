@@ -18,6 +18,8 @@ class EmailTarget:
     name: str | None
     # Stable per ledger row, so a retry after an ambiguous timeout carries the same Message-ID.
     message_id: str
+    # RFC 8058 one-click unsubscribe (List-Unsubscribe + List-Unsubscribe-Post); None leaves them out.
+    unsubscribe_url: str | None = None
 
 
 @dataclass(frozen=True)

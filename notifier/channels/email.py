@@ -51,6 +51,9 @@ def build_message(settings: Settings, target: EmailTarget, rendered: RenderedEma
     msg["To"] = recipient
     msg["Message-ID"] = clean(target.message_id)
     msg["Date"] = formatdate(localtime=False)
+    if target.unsubscribe_url:
+        msg["List-Unsubscribe"] = f"<{clean(target.unsubscribe_url)}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
     msg.set_content(rendered.text, charset="utf-8")

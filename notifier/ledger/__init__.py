@@ -2,7 +2,7 @@
 
 Public: `record_decisions`, `mark_covered`; `claim_new`, `claim`, `DeliveryRow`, `mark_sent`, `mark_skipped`,
 `mark_failed`, `mark_retry`, `sweep`; `mark_read`, `add_team_member`, `remove_team_member`, `set_language`,
-`save_subscription`, `delete_subscription`. Reads live in `notifier.snapshot`.
+`save_subscription`, `delete_subscription`, `set_preferences`, `hold`. Reads live in `notifier.snapshot`.
 """
 
 from notifier.ledger.decisions import mark_covered, record_decisions
@@ -10,6 +10,9 @@ from notifier.ledger.deliveries import (
     DeliveryRow,
     claim,
     claim_new,
+    delete_subscription_by_id,
+    hold,
+    mark_cleared,
     mark_failed,
     mark_retry,
     mark_sent,
@@ -23,6 +26,7 @@ from notifier.ledger.host_writes import (
     remove_team_member,
     save_subscription,
     set_language,
+    set_preferences,
 )
 
 __all__ = [
@@ -31,6 +35,9 @@ __all__ = [
     "claim",
     "claim_new",
     "delete_subscription",
+    "delete_subscription_by_id",
+    "hold",
+    "mark_cleared",
     "mark_covered",
     "mark_failed",
     "mark_read",
@@ -41,5 +48,6 @@ __all__ = [
     "remove_team_member",
     "save_subscription",
     "set_language",
+    "set_preferences",
     "sweep",
 ]

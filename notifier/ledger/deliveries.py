@@ -135,6 +135,27 @@ def mark_retry(engine: Engine, delivery_id: int, now: float, retry_in: float, er
         )
 
 
+def hold(engine: Engine, delivery_id: int, now: float, until: float) -> None:
+    """Quiet hours: back to pending until `until`, handing back the attempt this claim counted (nothing was
+    tried). The sweeper re-queues it as soon as `until` passes."""
+    with engine.begin() as conn:
+        _finish(conn, delivery_id, now, status=DeliveryStatus.PENDING.value, not_before=until, lease_until=until,
+                attempts=d.c.attempts - 1)
+
+
+def mark_cleared(engine: Engine, delivery_ids: Sequence[int], now: float) -> None:
+    if delivery_ids:
+        with engine.begin() as conn:
+            conn.execute(update(d).where(d.c.id.in_(list(delivery_ids))).values(cleared_at=now))
+
+
+def delete_subscription_by_id(engine: Engine, subscription_id: int) -> None:
+    """The push service says it is gone (404/410)."""
+    ps = models.push_subscriptions
+    with engine.begin() as conn:
+        conn.execute(delete(ps).where(ps.c.id == subscription_id))
+
+
 def sweep(engine: Engine, now: float, max_attempts: int, limit: int = 200) -> list[int]:
     """Deliveries whose queued task or sending worker vanished: re-queue each once per lease, or, out of
     attempts, fail it. Returns the ids to enqueue again."""

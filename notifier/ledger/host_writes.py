@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from sqlalchemy import Engine, case, delete
 
 from notifier import models
-from notifier.config import LANGUAGES
-from notifier.errors import InvalidInput
 from notifier.ledger._upsert import upsert
+from notifier.preferences import QuietHours, parse_fields
 from notifier.pushkeys import validate_subscription
 from notifier.validate import check_id, check_text
 
@@ -61,13 +60,29 @@ def remove_team_member(engine: Engine, owner_id: int, user_id: int) -> bool:
 
 def set_language(engine: Engine, manager_id: int, language: str | None) -> None:
     """The language of what this manager receives; None goes back to NOTIFIER_DEFAULT_LANGUAGE."""
+    set_preferences(engine, manager_id, {"language": language})
+
+
+def set_preferences(engine: Engine, manager_id: int, fields: Mapping[str, object]) -> None:
+    """Store some of a manager's preferences (validated here; the others stay as they are). None means
+    "the default"; `muted_dialogs` replaces the whole list; `quiet_hours` is {"start", "end"} or None."""
     check_id("manager_id", manager_id)
-    if language is not None and language not in LANGUAGES:
-        raise InvalidInput(f"language must be one of {', '.join(LANGUAGES)} or None, got {language!r}")
-    t = models.preferences
+    valid = parse_fields(fields)
+    t, md = models.preferences, models.muted_dialogs
+    row: dict[str, object] = {k: v for k, v in valid.items() if k in ("push", "email", "language", "time_zone")}
+    if "quiet_hours" in valid:
+        quiet = valid["quiet_hours"]
+        window = quiet.as_json() if isinstance(quiet, QuietHours) else {"start": None, "end": None}
+        row.update(quiet_start=window["start"], quiet_end=window["end"])
+    now = time.time()
     with engine.begin() as conn:
-        upsert(conn, t, {"manager_id": manager_id, "language": language, "updated_at": time.time()}, [t.c.manager_id],
-               update=lambda new: {"language": language, "updated_at": new.updated_at})
+        upsert(conn, t, {"manager_id": manager_id, **row, "updated_at": now}, [t.c.manager_id],
+               update=lambda _new: {**row, "updated_at": now})
+        if "muted_dialogs" in valid:
+            conn.execute(delete(md).where(md.c.manager_id == manager_id))
+            muted = sorted(valid["muted_dialogs"])  # type: ignore[call-overload]
+            if muted:
+                conn.execute(md.insert(), [{"manager_id": manager_id, "dialog_id": d} for d in muted])
 
 
 def save_subscription(

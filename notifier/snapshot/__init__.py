@@ -1,11 +1,12 @@
 """Every read of the host's tables and ours, and nothing else. Writes live in `notifier.ledger`.
 
 Public: `DialogSnapshot`, `Subscription`, `load_dialog`, `load_people`, `load_team`, `load_subscription`,
-`push_targets`, `load_shown`, `message_time`; for operations `ScannedMessage`, `first_id_since`,
+`push_targets`, `load_shown`, `load_stored`, `message_time`; for operations `ScannedMessage`, `first_id_since`,
 `scan_visitor_messages`, `host_tables_missing`, `recent_decisions`, `delivery_counts`, `failed_deliveries`,
 `dialog_history`.
 """
 
+from notifier.snapshot.clears import load_pushed
 from notifier.snapshot.dialog import (
     DialogSnapshot,
     Subscription,
@@ -27,6 +28,7 @@ from notifier.snapshot.ops import (
     recent_decisions,
     scan_visitor_messages,
 )
+from notifier.snapshot.prefs import load_stored
 
 __all__ = [
     "DialogSnapshot",
@@ -39,7 +41,9 @@ __all__ = [
     "host_tables_missing",
     "load_dialog",
     "load_people",
+    "load_pushed",
     "load_shown",
+    "load_stored",
     "load_subscription",
     "load_team",
     "message_time",

@@ -11,8 +11,10 @@ from sqlalchemy import Connection, select
 from notifier import host, models
 from notifier.decide import Candidate, Decision, DialogFacts, Messages, Person, resolve_recipients
 from notifier.enums import Channel
+from notifier.preferences import Stored
 from notifier.snapshot.hosttime import message_time
 from notifier.snapshot.messages import load_messages
+from notifier.snapshot.prefs import load_stored
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class DialogSnapshot:
     with_push: frozenset[int]  # managers with at least one push subscription
     notified: Mapping[int, frozenset[tuple[Channel, int]]]  # manager -> (channel, burst floor) in the ledger
     messages: Messages
+    stored: Mapping[int, Stored]  # manager -> stored preferences (muted_dialogs: this dialog, if muted)
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,11 @@ class Subscription:
 def load_people(conn: Connection, ids: set[int]) -> dict[int, Person]:
     if not ids:
         return {}
-    u, p = host.users, models.preferences
+    u = host.users
     rows = conn.execute(
-        select(u.c.id, u.c.email, u.c.first_name, u.c.role, u.c.status, p.c.language)
-        .select_from(u.outerjoin(p, p.c.manager_id == u.c.id))
-        .where(u.c.id.in_(sorted(ids)))
+        select(u.c.id, u.c.email, u.c.first_name, u.c.role, u.c.status).where(u.c.id.in_(sorted(ids)))
     ).all()
-    return {r.id: Person(r.id, (r.email or "").strip() or None, r.first_name, r.role, r.status, r.language) for r in rows}
+    return {r.id: Person(r.id, (r.email or "").strip() or None, r.first_name, r.role, r.status) for r in rows}
 
 
 def load_team(conn: Connection, owner_id: int) -> frozenset[int]:
@@ -93,6 +94,7 @@ def load_dialog(conn: Connection, dialog_id: int, now: float, push_enabled: bool
         with_push=_with_push(conn, ids) if push_enabled else frozenset(),
         notified=_notified(conn, dialog_id, ids, messages.last_manager_id),
         messages=messages,
+        stored=load_stored(conn, ids, dialog_id),
     )
 
 

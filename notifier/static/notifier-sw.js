@@ -1,7 +1,8 @@
 /* ReplyX notifier service worker: shows the Web Push notifications the fallback worker sends.
  *
- * Payload (UTF-8 JSON, see notifier/render.py RenderedPush.payload()):
- *   {"title": str, "body": str, "url": str, "dialog_id": int, "tag": "dialog-<id>"}
+ * Payload (UTF-8 JSON, see notifier/render.py RenderedPush.payload() and RenderedClear.payload()):
+ *   {"title": str, "body": str, "url": str, "dialog_id": int, "tag": "dialog-<id>"}   a notification
+ *   {"type": "clear", "dialog_id": int, "tag": "dialog-<id>"}   the dialog was read or answered: close it
  * Serve this file from the admin panel's origin root so its scope covers every panel page.
  * Plain ES2017, no imports, no build step.
  */
@@ -40,8 +41,21 @@ function safeUrl(raw) {
   }
 }
 
+// The dialog was read or answered elsewhere: close its notification, show nothing. Chrome allows a site
+// a few such silent pushes; past that it may add its own "updated in the background" notice.
+async function clearDialog(data) {
+  const tag = text(data.tag) || (Number.isInteger(data.dialog_id) ? 'dialog-' + data.dialog_id : '');
+  if (!tag) return;
+  const shown = await self.registration.getNotifications({ tag });
+  shown.forEach((n) => n.close());
+}
+
 self.addEventListener('push', (event) => {
   const data = readPayload(event);
+  if (data.type === 'clear') {
+    event.waitUntil(clearDialog(data));
+    return;
+  }
   const title = text(data.title) || FALLBACK_TITLE;
   const body = text(data.body) || (text(data.title) ? '' : FALLBACK_BODY);
   const dialogId = Number.isInteger(data.dialog_id) ? data.dialog_id : null;

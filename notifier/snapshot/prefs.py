@@ -1,0 +1,42 @@
+"""Managers' stored preferences (NULL = the default; resolved by notifier.preferences)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from notifier import models
+from notifier.preferences import QuietHours, Stored
+
+
+def _quiet(start: str | None, end: str | None) -> QuietHours | None:
+    if not start or not end:
+        return None
+    return QuietHours(dt.time.fromisoformat(start), dt.time.fromisoformat(end))
+
+
+def load_stored(conn: Connection, manager_ids: list[int], dialog_id: int | None = None) -> dict[int, Stored]:
+    """Stored preferences per manager. `muted_dialogs` holds every muted dialog, or with `dialog_id` only
+    that one if muted (what a decision about it needs)."""
+    if not manager_ids:
+        return {}
+    p, md = models.preferences, models.muted_dialogs
+    rows: dict[int, Any] = {r.manager_id: r for r in conn.execute(select(p).where(p.c.manager_id.in_(manager_ids)))}
+    muted_query = select(md.c.manager_id, md.c.dialog_id).where(md.c.manager_id.in_(manager_ids))
+    if dialog_id is not None:
+        muted_query = muted_query.where(md.c.dialog_id == dialog_id)
+    muted: dict[int, set[int]] = defaultdict(set)
+    for m in conn.execute(muted_query):
+        muted[int(m.manager_id)].add(int(m.dialog_id))
+    out: dict[int, Stored] = {}
+    for manager_id in manager_ids:
+        row = rows.get(manager_id)
+        mutes = frozenset(muted.get(manager_id, ()))
+        out[manager_id] = Stored(muted_dialogs=mutes) if row is None else Stored(
+            push=row.push, email=row.email, language=row.language, time_zone=row.time_zone,
+            quiet_hours=_quiet(row.quiet_start, row.quiet_end), muted_dialogs=mutes,
+        )
+    return out
