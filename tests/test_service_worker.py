@@ -173,6 +173,17 @@ class Page:
             time.sleep(0.02)
         assert probe["errors"] == [], "showNotification() rejected"
 
+    def push_silent(self, data: str | bytes) -> int:
+        """Deliver a push that must show nothing; returns the count of notifications shown before it."""
+        settled = int(self.probe()["settled"])
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        self.cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {"origin": self.origin, "registrationId": self.registration_id, "data": text},
+            self.session,
+        )
+        return settled
+
     def exceptions(self) -> list[str]:
         """Uncaught exceptions the service worker reported so far."""
         self.probe()  # a round trip first, so events sent before now have been read
@@ -436,3 +447,17 @@ def test_subscribe_snippet_subscribes_with_the_vapid_key_and_posts_to_json(page:
         ("/api/notifier/subscription", "application/json", saved),
         ("/api/notifier/unsubscribe", "application/json", {"endpoint": saved["endpoint"]}),
     ]
+
+
+def test_a_clear_push_closes_the_dialogs_notification_and_shows_nothing(clean: Page) -> None:
+    from notifier.render import RenderedClear
+
+    page, origin = clean, clean.origin
+    page.push(_payload(origin, 42, "Новое сообщение", "Здравствуйте"))
+    page.push(_payload(origin, 43, "Сообщение от Олега", "Добрый день"))
+    assert set(_by_tag(page.notifications())) == {"dialog-42", "dialog-43"}
+    shown_before = page.push_silent(RenderedClear(42).payload())  # the manager read dialog 42 elsewhere
+    page.wait_notifications(lambda shown: [n["tag"] for n in shown] == ["dialog-43"])
+    (left,) = page.notifications()
+    assert left["tag"] == "dialog-43" and left["body"] == "Добрый день"
+    assert page.probe()["settled"] == shown_before  # the clear itself showed nothing
