@@ -114,6 +114,7 @@ deliveries = Table(
     Column("sent_at", Double, nullable=True),
     UniqueConstraint("dialog_id", "manager_id", "channel", "target", "burst_floor", name="uq_notifier_delivery_key"),
     Index("ix_notifier_deliveries_status_lease", "status", "lease_until"),
+    Index("ix_notifier_deliveries_updated_at", "updated_at"),  # retention's batches (migration 0005)
 )
 
 # Per dialog, the newest visitor message whose check reached final decisions for every recipient.

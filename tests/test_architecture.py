@@ -144,6 +144,7 @@ CLIENT_API = [
     "aschedule_fallback",
     "delete_subscription",
     "mark_read",
+    "metrics_collector",
     "presence",
     "remove_team_member",
     "save_subscription",
