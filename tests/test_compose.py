@@ -393,7 +393,7 @@ def test_celery_configuration_matches_the_compose_commands(
         "tasks must go to the queue the worker consumes"
     )
     assert celery_app["events"]
-    assert "notifier.dispatch_due" in celery_app["beat_tasks"]
+    assert {"notifier.dispatch_due", "notifier.reconcile", "notifier.retention"} <= set(celery_app["beat_tasks"])
     assert set(celery_app["beat_tasks"]) <= set(celery_app["tasks"])
 
 

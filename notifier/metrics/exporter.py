@@ -48,9 +48,8 @@ class QueueCollector:
     """Pending, in-flight and parked checks, and how overdue the most overdue pending check is: read
     from Redis (one pipelined round trip) when scraped."""
 
-    def __init__(self, store: Callable[[], Store], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Callable[[], Store]) -> None:
         self._store = store
-        self._clock = clock
 
     def describe(self) -> list[Metric]:
         return []  # registering must not touch Redis; the names are stable anyway
@@ -62,7 +61,7 @@ class QueueCollector:
             # No figure rather than a wrong one: the series go absent and the scrape still succeeds.
             log.warning("metrics queue gauges unavailable reason=redis_unavailable error=%s", type(exc).__name__)
             return
-        overdue = max(0.0, self._clock() - earliest) if earliest is not None else 0.0
+        overdue = max(0.0, time.time() - earliest) if earliest is not None else 0.0
         yield GaugeMetricFamily("notifier_pending_checks", "Checks waiting in Redis (due or not yet due).", value=pending)
         yield GaugeMetricFamily(
             "notifier_oldest_pending_age_seconds",

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from notifier.enums import Channel
 
 if TYPE_CHECKING:  # imported by host processes too (through the ledger): nothing heavy until first use
-    from prometheus_client import Counter, Gauge, Histogram
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     from notifier.channels.base import DeliveryResult, Sender
     from notifier.decide import Decision
@@ -53,6 +53,7 @@ EXPORTED: dict[str, tuple[str, tuple[str, ...]]] = {
 
 @dataclass(frozen=True)
 class Families:
+    registry: CollectorRegistry  # this process's own figures (tests read them; the exporter reads the files)
     decisions: Counter
     deliveries: Counter
     lateness: Histogram
@@ -68,6 +69,7 @@ def _build() -> Families:
     # In multiprocess mode the exporter reads the files, not this registry.
     registry = CollectorRegistry(auto_describe=False)
     return Families(
+        registry=registry,
         decisions=Counter(
             "notifier_decisions_total", "Decisions recorded, at check and at send time.",
             ("action", "channel", "reason"), registry=registry,
