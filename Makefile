@@ -17,11 +17,13 @@ install: $(VENV)/.installed
 worker: install
 	$(VENV)/bin/notifier worker
 
-# Tools some tests drive: Chromium (service worker test) and docker-compose (compose validation).
+# Tools some tests drive: Chromium (service worker and Prometheus graph tests), docker-compose (compose
+# validation) and Prometheus with promtool (alert rules, a real scrape).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium fonts-noto-color-emoji"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

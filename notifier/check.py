@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from notifier import ledger, snapshot
+from notifier import ledger, metrics, snapshot
 from notifier.config import Settings
 from notifier.decide import CheckInput, Decision, RecipientState, decide
 from notifier.enums import Action, Channel, Reason
@@ -41,6 +41,7 @@ def log_decision(dialog_id: int, x: Decision, at: str = "check") -> None:
         at, dialog_id, x.manager_id, x.channel.value if x.channel else "-", x.action.value, x.reason.value,
         x.first_message_id, x.last_message_id,
     )
+    metrics.count_decision(x)
 
 
 def build_input(
@@ -157,6 +158,7 @@ def _record_parked(rt: Runtime, dialog_id: int, attempts: int, error: str, now: 
     try:
         with rt.engine.begin() as conn:
             ledger.record_decisions(conn, dialog_id, [Decision(None, Action.SKIP, Reason.CHECK_FAILED)], now)
+        metrics.count_decision(Decision(None, Action.SKIP, Reason.CHECK_FAILED))
     except Exception as exc:  # noqa: BLE001 - the record in Redis stands; the database may be the cause
         log.warning("check dialog=%s parked decision not recorded error=%s", dialog_id, describe(exc))
 

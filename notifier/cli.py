@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from notifier import snapshot
-from notifier.config import get_settings
+from notifier import logs, snapshot
+from notifier.config import get_settings, log_format
 from notifier.db import get_engine
 from notifier.errors import NotifierError
 from notifier.validate import check_id
@@ -128,6 +127,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         argv.append("-B")
     if args.concurrency:
         argv += ["-c", str(args.concurrency)]
+    if settings.log_format == "json":
+        argv.insert(3, "--quiet")  # Celery prints its start-up banner to stdout, around logging: not JSON
     os.execvp(sys.executable, [sys.executable, "-m", *argv])
 
 
@@ -175,8 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the embedded Redis data too (mail and database are kept)")
     p.set_defaults(fn=cmd_demo)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        logs.configure_cli(log_format())
         return int(args.fn(args))
     except NotifierError as exc:
         print(f"notifier: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import re
 import string
@@ -25,9 +26,12 @@ DEFAULT_PUSH_HOSTS = (
     "*.push.apple.com",
 )
 SMTP_TLS_MODES = ("starttls", "tls", "none")
+LOG_FORMATS = ("text", "json")
 LANGUAGES = ("ru", "en")
 DIALOG_PLACEHOLDER = "{dialog_id}"
 _HEADER_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,11 @@ class Settings:
     public_url: str | None = None  # where the kit is mounted, e.g. https://replyx.ru/api/notifier
     secret_key: str | None = field(default=None, repr=False)
     settings_url: str | None = None  # the admin panel's notification settings page
+    # Operations: the worker's Prometheus exporter (None: off), retention of our history, log lines.
+    metrics_port: int | None = None
+    metrics_address: str = "0.0.0.0"
+    retention_days: float = 30.0  # 0: keep decisions and deliveries forever
+    log_format: str = "text"
 
     def dialog_link(self, dialog_id: int) -> str:
         return self.dialog_url.format(dialog_id=dialog_id)
@@ -220,6 +229,47 @@ def _secret(env: Mapping[str, str], public_url: str | None) -> str | None:
     if public_url is not None and secret is None:
         raise ConfigError("NOTIFIER_SECRET_KEY is required when NOTIFIER_PUBLIC_URL is set: it signs the unsubscribe links")
     return secret
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
+        raise ConfigError(f"{name} must be a TCP port from 1 to 65535 (unset: off), got {raw!r}")
+    return int(raw)
+
+
+def _address(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(raw):
+            raise ConfigError(f"{name} must be an IP address or a host name to listen on, got {raw!r}") from None
+    return raw
+
+
+def _days(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of days (0: keep forever), got {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a number of days, 0 or more (0: keep forever), got {raw!r}")
+    return value
+
+
+def log_format(env: Mapping[str, str] | None = None) -> str:
+    """NOTIFIER_LOG_FORMAT alone (the CLI reads it before anything else): `text` (default) or `json`."""
+    env = os.environ if env is None else env
+    value = (env.get("NOTIFIER_LOG_FORMAT") or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"NOTIFIER_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return value
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -278,6 +328,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         public_url=public_url,
         secret_key=_secret(env, public_url),
         settings_url=_url(env, "NOTIFIER_SETTINGS_URL"),
+        metrics_port=_port(env, "NOTIFIER_METRICS_PORT"),
+        metrics_address=_address(env, "NOTIFIER_METRICS_ADDRESS", Settings.metrics_address),
+        retention_days=_days(env, "NOTIFIER_RETENTION_DAYS", 30.0),
+        log_format=log_format(env),
     )
 
 

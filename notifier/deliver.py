@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from notifier import ledger, snapshot
+from notifier import ledger, metrics, snapshot
 from notifier.channels.base import EmailTarget, PushTarget
 from notifier.channels.email import message_id_for
 from notifier.check import gather, log_decision
@@ -40,6 +40,7 @@ def _log(row: ledger.DeliveryRow, outcome: str, reason: str) -> None:
         "delivery id=%s dialog=%s manager=%s channel=%s outcome=%s reason=%s attempt=%s",
         row.id, row.dialog_id, row.manager_id, row.channel.value, outcome, reason, row.attempts,
     )
+    metrics.count_delivery(row.channel, outcome)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -138,5 +139,6 @@ def _attempt(rt: Runtime, row: ledger.DeliveryRow, now: float) -> DeliveryOutcom
         push = PushTarget(subscription.id, subscription.endpoint, subscription.p256dh, subscription.auth)
         result = rt.push_sender().send(push, rt.renderer().push(ctx))
     ledger.mark_sent(rt.engine, row.id, now, result.ref)
+    metrics.observe_lateness(row.channel, now, row.due_at)
     _log(row, "sent", decision.reason.value)
     return DeliveryOutcome(DeliveryStatus.SENT)

@@ -129,6 +129,7 @@ deliveries = Table(
     Column("cleared_at", Double, nullable=True),  # push only: when a "clear" push followed it (read/answered)
     UniqueConstraint("dialog_id", "manager_id", "channel", "target", "burst_floor", name="uq_notifier_delivery_key"),
     Index("ix_notifier_deliveries_status_lease", "status", "lease_until"),
+    Index("ix_notifier_deliveries_updated_at", "updated_at"),  # retention's batches (migration 0006)
 )
 
 # Per dialog, the newest visitor message whose check reached final decisions for every recipient.

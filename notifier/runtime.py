@@ -43,8 +43,9 @@ class Runtime:
         """The channel's sender, built on first use in this process and kept (connections are reused)."""
         if channel not in self._senders:
             from notifier.channels import build_sender
+            from notifier.metrics import TimedSender
 
-            self._senders[channel] = build_sender(channel, self.settings)
+            self._senders[channel] = TimedSender(build_sender(channel, self.settings))
         return self._senders[channel]
 
     def email_sender(self) -> Sender[EmailTarget, RenderedEmail]:

@@ -250,6 +250,17 @@ class Store:
         pending, inflight, parked = pipe.execute()
         return {"pending": int(pending), "inflight": int(inflight), "parked": int(parked)}
 
+    def queue_gauges(self) -> tuple[int, int, int, float | None]:
+        """(pending, inflight, parked, earliest due time or None) in one round trip: the metrics read
+        these when scraped, never on a hot path."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zcard(PENDING)
+        pipe.zcard(INFLIGHT)
+        pipe.hlen(PARKED)
+        pipe.zrange(PENDING, 0, 0, withscores=True)
+        pending, inflight, parked, first = pipe.execute()
+        return int(pending), int(inflight), int(parked), float(first[0][1]) if first else None
+
     def live_or_parked(self, dialog_ids: list[int]) -> set[int]:
         """Dialogs with a pending or inflight check (their decision is coming), or parked ones."""
         if not dialog_ids:

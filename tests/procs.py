@@ -85,7 +85,9 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, diag: Call
 
 
 class WorkerProc:
-    """A real `celery -A worker worker` subprocess (solo pool, queue `notifier`), optionally with embedded beat.
+    """A real `celery -A worker worker` subprocess (queue `notifier`; the solo pool unless `pool` says otherwise,
+    e.g. `pool="prefork", concurrency=2`), optionally with embedded beat, without Celery's start-up banner
+    (`quiet`), and with extra worker arguments.
 
     It runs in its own session, so `kill()` takes its embedded beat (a forked child) down with it, as a
     machine or container dying would; its output (stdout and stderr) goes to `log_path`.
@@ -94,8 +96,10 @@ class WorkerProc:
     _ids = itertools.count(1)
 
     def __init__(self, folder: Path, env: Mapping[str, str], beat: bool = False, name: str | None = None,
-                 loglevel: str = "info") -> None:
+                 loglevel: str = "info", pool: str = "solo", concurrency: int | None = None, quiet: bool = False,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.name = name or f"w{os.getpid()}n{next(self._ids)}"
+        self.pool, self.concurrency, self.quiet, self.extra_args = pool, concurrency, quiet, extra_args
         self.folder = folder
         self.env = child_env(env)
         self.beat = beat
@@ -107,9 +111,14 @@ class WorkerProc:
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "celery", "-A", "worker", "worker", "-E", "-P", "solo", "-Q", "notifier",
+            sys.executable, "-m", "celery", "-A", "worker", "worker", "-E", "-P", self.pool, "-Q", "notifier",
             "--without-mingle", "--without-gossip", "-l", self.loglevel, "-n", f"{self.name}@%h",
         ]
+        if self.concurrency:
+            cmd += ["-c", str(self.concurrency)]
+        if self.quiet:
+            cmd.insert(cmd.index("-A") + 2, "--quiet")  # a global option of `celery`: before the subcommand
+        cmd += list(self.extra_args)
         if self.beat:
             cmd += ["-B", "-s", str(self.schedule_path)]
         return cmd

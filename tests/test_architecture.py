@@ -145,6 +145,7 @@ CLIENT_API = [
     "delete_subscription",
     "get_preferences",
     "mark_read",
+    "metrics_collector",
     "presence",
     "remove_team_member",
     "save_subscription",

@@ -50,7 +50,9 @@ ESSENTIAL = {
 # Interpolated by compose into a command line; never passed to the app, so config.py need not read them.
 COMPOSE_ONLY = {"NOTIFIER_WORKER_CONCURRENCY"}
 # The stack's own wiring, deliberately different from the code's single-machine defaults.
-STACK_FIELDS = {"database_url", "redis_url", "smtp_host", "smtp_port", "smtp_tls", "templates_dir"}
+STACK_FIELDS = {"database_url", "redis_url", "smtp_host", "smtp_port", "smtp_tls", "templates_dir", "metrics_port"}
+MONITORING = ("prometheus", "grafana")
+DEPLOY = ROOT / "deploy"
 FAKE_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: any connection attempt would fail loudly
 COMPOSE_MISSING = "install Debian's docker-compose package (CI's .ci/run does)"
 
@@ -160,9 +162,9 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_every_service_exists_and_long_running_ones_have_healthchecks(services: dict[str, dict[str, Any]]) -> None:
-    missing = [name for name in (*LONG_RUNNING, *ONE_SHOT) if name not in services]
+    missing = [name for name in (*LONG_RUNNING, *ONE_SHOT, *MONITORING) if name not in services]
     assert not missing, f"docker-compose.yml lacks services {missing}"
-    for name in LONG_RUNNING:
+    for name in (*LONG_RUNNING, *MONITORING):
         test = healthcheck_test(services[name])
         assert test[0] in ("CMD", "CMD-SHELL"), f"{name}: healthcheck must run a command, got {test}"
         assert not (services[name].get("healthcheck") or {}).get("disable"), f"{name}: healthcheck disabled"
@@ -391,14 +393,15 @@ def test_celery_configuration_matches_the_compose_commands(
         "tasks must go to the queue the worker consumes"
     )
     assert celery_app["events"]
-    assert "notifier.dispatch_due" in celery_app["beat_tasks"]
+    assert {"notifier.dispatch_due", "notifier.reconcile", "notifier.retention"} <= set(celery_app["beat_tasks"])
     assert set(celery_app["beat_tasks"]) <= set(celery_app["tasks"])
 
 
 # --- docker-compose's own validation --------------------------------------------------------------
 
 
-def _compose_config(tmp_path: Path, quiet: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:
+def _compose_config(tmp_path: Path, quiet: bool = True, profile: str | None = None,
+                    **extra: str) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.fail(f"docker-compose not found: {COMPOSE_MISSING}")
@@ -407,7 +410,8 @@ def _compose_config(tmp_path: Path, quiet: bool = True, **extra: str) -> subproc
     env = {k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"}
     env.update(extra)
     return subprocess.run(
-        [binary, "--env-file", str(empty), "-f", str(COMPOSE), "config", *(["-q"] if quiet else [])],
+        [binary, "--env-file", str(empty), "-f", str(COMPOSE), *(["--profile", profile] if profile else []), "config",
+         *(["-q"] if quiet else [])],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -420,6 +424,16 @@ def _compose_config(tmp_path: Path, quiet: bool = True, **extra: str) -> subproc
 def test_docker_compose_config_is_valid(tmp_path: Path) -> None:
     proc = _compose_config(tmp_path, FLOWER_BASIC_AUTH="admin:secret")
     assert proc.returncode == 0, f"docker-compose config failed:\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_docker_compose_config_is_valid_with_the_monitoring_profile(tmp_path: Path) -> None:
+    proc = _compose_config(tmp_path, False, "monitoring", FLOWER_BASIC_AUTH="admin:secret")
+    assert proc.returncode == 0, f"docker-compose --profile monitoring config failed:\n{proc.stdout}\n{proc.stderr}"
+    rendered = yaml.safe_load(proc.stdout)["services"]
+    assert set(MONITORING) <= set(rendered)
+    for name in MONITORING:  # docker-compose resolved the bind mounts to the repository's deploy/ folder
+        sources = [Path(str(v).split(":")[0]) for v in rendered[name]["volumes"] if str(v).startswith("/")]
+        assert sources and all(src.is_relative_to(DEPLOY) and src.exists() for src in sources), sources
 
 
 def test_docker_compose_refuses_to_run_flower_without_basic_auth(tmp_path: Path) -> None:
@@ -502,3 +516,83 @@ def test_flower_runs_on_its_compose_environment_alone(
             proc.kill()
             proc.wait(timeout=5)
     assert list(workdir.iterdir()) == [], "Flower wrote files (an embedded Redis, a database?) in its directory"
+
+
+# --- the monitoring profile -----------------------------------------------------------------------
+
+
+def _bind_mounts(service: dict[str, Any]) -> dict[str, tuple[Path, bool]]:
+    """Container path -> (the repository path mounted there, read-only?) for `./...` bind mounts."""
+    found: dict[str, tuple[Path, bool]] = {}
+    for volume in service.get("volumes") or []:
+        parts = str(volume).split(":")
+        if parts[0].startswith("./"):
+            found[parts[1]] = (ROOT / parts[0], len(parts) > 2 and "ro" in parts[2].split(","))
+    return found
+
+
+def test_monitoring_runs_only_with_its_profile(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        profiles = service.get("profiles") or []
+        if name in MONITORING:
+            assert profiles == ["monitoring"], f"{name}: profiles {profiles}"
+            assert service.get("restart") == "unless-stopped"
+        else:
+            assert not profiles, f"{name} must run without a profile"
+            assert not set(depends_on(service)) & set(MONITORING), f"{name} must not need the monitoring services"
+    assert str(services["prometheus"]["image"]).startswith("prom/prometheus:v")
+    assert str(services["grafana"]["image"]).startswith("grafana/grafana:")
+
+
+def test_monitoring_uis_are_published_on_loopback_only(services: dict[str, dict[str, Any]]) -> None:
+    assert published_ports(services["prometheus"]) == [("127.0.0.1", "9090", "9090")]
+    assert published_ports(services["grafana"]) == [("127.0.0.1", "3000", "3000")]
+    assert published_ports(services["grafana"], {"GRAFANA_PORT": "13000"}) == [("127.0.0.1", "13000", "3000")]
+    env = environment(services["grafana"])
+    assert env.get("GF_AUTH_ANONYMOUS_ENABLED") == "false" and env.get("GF_USERS_ALLOW_SIGN_UP") == "false"
+    assert not [name for name in (*environment(services["prometheus"]), *env) if name.startswith("NOTIFIER_")], (
+        "the monitoring services need no notifier setting (none of its secrets)")
+
+
+def test_prometheus_is_provisioned_from_deploy(services: dict[str, dict[str, Any]]) -> None:
+    prometheus = services["prometheus"]
+    mounts = _bind_mounts(prometheus)
+    folder, read_only = mounts["/etc/prometheus"]
+    assert folder == DEPLOY / "prometheus" and read_only
+    args = argv(prometheus["command"])
+    assert "--config.file=/etc/prometheus/prometheus.yml" in args
+    config = yaml.safe_load((folder / "prometheus.yml").read_text(encoding="utf-8"))
+    assert all((folder / rules).is_file() for rules in config["rule_files"]), config["rule_files"]
+    assert "alerts.yml" in config["rule_files"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    # The worker job finds every replica of the compose service by DNS, on the port the worker listens on.
+    [dns] = jobs["notifier-worker"]["dns_sd_configs"]
+    assert dns["names"] == ["worker"] and dns["type"] == "A"
+    worker = services["worker"]
+    port = interpolate(environment(worker)["NOTIFIER_METRICS_PORT"], {})
+    assert str(dns["port"]) == port and [str(p) for p in worker.get("expose") or []] == [port]
+    assert load_settings({k: interpolate(v, {}) for k, v in environment(worker).items()}).metrics_port == int(port)
+    assert not published_ports(worker), "the worker's metrics stay on the compose network"
+    [file_sd] = jobs["replyx-api"]["file_sd_configs"]
+    assert [p.name for p in folder.glob(file_sd["files"][0])] == ["api.yml"]
+    assert yaml.safe_load((folder / "targets" / "api.yml").read_text(encoding="utf-8")) == []
+
+
+def test_grafana_is_provisioned_from_deploy(services: dict[str, dict[str, Any]]) -> None:
+    grafana = services["grafana"]
+    mounts = _bind_mounts(grafana)
+    provisioning, ro = mounts["/etc/grafana/provisioning"]
+    dashboards, ro2 = mounts["/var/lib/grafana/dashboards"]
+    assert ro and ro2 and provisioning == DEPLOY / "grafana" / "provisioning" and dashboards == DEPLOY / "grafana" / "dashboards"
+    [datasource] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text(encoding="utf-8"))["datasources"]
+    assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "notifier.yml").read_text(encoding="utf-8"))["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    dashboard = json.loads((dashboards / "notifier.json").read_text(encoding="utf-8"))
+    home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == "/var/lib/grafana/dashboards/notifier.json"
+    used = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]} | {
+        p["datasource"]["uid"] for p in dashboard["panels"]}
+    assert used == {datasource["uid"]}, "every panel must use the provisioned datasource"
+    assert dashboard["uid"] == "replyx-notifier" and not dashboard["editable"]
+    assert depends_on(grafana) == {"prometheus": "service_healthy"}

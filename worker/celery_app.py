@@ -20,6 +20,8 @@ CHECK_TIME_LIMIT = 60
 DELIVERY_TIME_LIMIT = 90
 VISIBILITY_TIMEOUT = 900  # > max Celery countdown (300 s) + task time limit, so nothing runs twice early
 MAX_CELERY_COUNTDOWN = 300
+RETENTION_INTERVAL = 3600  # seconds between retention runs; each deletes in bounded batches
+RETENTION_TIME_LIMIT = 600
 
 
 def _config() -> dict[str, Any]:
@@ -64,6 +66,11 @@ def _config() -> dict[str, Any]:
                 "task": "notifier.reconcile",
                 "schedule": timedelta(seconds=settings.reconcile_interval_seconds),
                 "options": {"expires": max(10.0, settings.reconcile_interval_seconds * 2)},
+            },
+            "notifier-retention": {
+                "task": "notifier.retention",
+                "schedule": timedelta(seconds=RETENTION_INTERVAL),
+                "options": {"expires": RETENTION_INTERVAL / 2},
             },
         },
     )

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio
@@ -30,6 +30,9 @@ from notifier.redis_conn import client_for, resolve_url
 from notifier.store import AsyncStore, HotScript, Store
 from notifier.validate import check_id, check_optional_id
 
+if TYPE_CHECKING:
+    from notifier.metrics.host import HostCollector
+
 __all__ = [
     "Presence",
     "add_team_member",
@@ -38,6 +41,7 @@ __all__ = [
     "delete_subscription",
     "get_preferences",
     "mark_read",
+    "metrics_collector",
     "presence",
     "remove_team_member",
     "save_subscription",
@@ -245,3 +249,14 @@ class Presence:
 
 
 presence = Presence()
+
+
+def metrics_collector() -> HostCollector:
+    """A prometheus-client collector of this process's `stats` for the host's own /metrics (read when scraped):
+    `notifier_schedule_failures_total`, `notifier_schedules_total{result}`, `notifier_presence_failures_total`.
+
+        prometheus_client.REGISTRY.register(client.metrics_collector())
+    """
+    from notifier.metrics.host import HostCollector
+
+    return HostCollector(stats)

@@ -13,13 +13,25 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from celery import Task
-from celery.signals import after_setup_logger, worker_init, worker_process_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
+from celery.utils.log import get_multiprocessing_logger
 
+from notifier import logs, metrics
 from notifier.check import dispatch, run_checks
 from notifier.clear import run_clear
+from notifier.config import get_settings, log_format
 from notifier.deliver import run_delivery
 from notifier.enums import DeliveryStatus
 from notifier.errors import ConfigError, DeliveryFailed, Unavailable
+from notifier.ledger import purge_history
+from notifier.metrics import exporter
 from notifier.outages import map_outages
 from notifier.reconcile import reconcile
 from notifier.retry import backoff
@@ -27,7 +39,7 @@ from notifier.runtime import get_runtime, set_runtime
 from notifier.snapshot import host_tables_missing
 from notifier.startup import check_push, check_redis, notes
 from notifier.validate import check_id
-from worker.celery_app import CHECK_TIME_LIMIT, DELIVERY_TIME_LIMIT, MAX_CELERY_COUNTDOWN, app
+from worker.celery_app import CHECK_TIME_LIMIT, DELIVERY_TIME_LIMIT, MAX_CELERY_COUNTDOWN, RETENTION_TIME_LIMIT, app
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +124,7 @@ def dispatch_due() -> int:
     moved = 0
     with _skip_tick_on_outage("dispatch"):
         moved = dispatch(get_runtime(), _enqueue_checks, _enqueue_delivery, enqueue_clears=_enqueue_clears)
+        metrics.dispatch_ran()
     return moved
 
 
@@ -125,6 +138,32 @@ def reconcile_task() -> int:
             return 0  # said once at start-up; no error every 30 s
         scheduled = len(reconcile(rt).scheduled)
     return scheduled
+
+
+@app.task(name="notifier.retention", ignore_result=True, time_limit=RETENTION_TIME_LIMIT,
+          soft_time_limit=RETENTION_TIME_LIMIT - 60)
+def retention() -> int:
+    """Delete decisions and finished deliveries older than NOTIFIER_RETENTION_DAYS, in bounded batches."""
+    rt = get_runtime()
+    deleted = 0
+    with _skip_tick_on_outage("retention"):
+        purged = purge_history(rt.engine, rt.settings.retention_days)
+        deleted = purged.decisions + purged.deliveries
+        log.info("retention decisions=%s deliveries=%s complete=%s", purged.decisions, purged.deliveries,
+                 "yes" if purged.complete else "no")
+    return deleted
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: logging.Logger | None = None, **_: Any) -> None:
+    """NOTIFIER_LOG_FORMAT for every handler Celery sets up, in the worker, its pool children and beat."""
+    try:
+        kind = log_format()
+    except ConfigError:
+        kind = "text"  # the start-up check names the variable and stops the worker
+    logs.use_format(logger, kind)
+    logs.use_format(get_multiprocessing_logger(), kind)
 
 
 @after_setup_logger.connect
@@ -143,8 +182,6 @@ def _startup_checks(**_: Any) -> None:
     except ConfigError as exc:
         log.critical("refusing to start: %s", exc)
         raise SystemExit(f"notifier worker refuses to start: {exc}") from None
-    for note in notes(rt.settings):
-        log.warning("%s", note)
     try:
         with map_outages():
             missing = host_tables_missing(rt.engine)
@@ -179,4 +216,33 @@ def _enqueue_delivery(delivery_id: int) -> None:
 @worker_process_shutdown.connect
 def _close_runtime(**_: Any) -> None:
     set_runtime(None)
+
+
+@worker_init.connect
+def _metrics_prepare(**_: Any) -> None:
+    # Connected after _startup_checks: bad settings have stopped the worker by now.
+    exporter.prepare(get_settings())
+
+
+@worker_ready.connect
+def _metrics_start(**_: Any) -> None:
+    exporter.start(get_settings(), lambda: get_runtime().store)
+
+
+@worker_ready.connect
+def _say_what_is_off(**_: Any) -> None:
+    # Once, when logging is set up (worker_init runs before it, and would print past the JSON formatter).
+    for note in notes(get_settings()):
+        log.warning("%s", note)
+
+
+@worker_process_shutdown.connect
+def _metrics_child_exited(pid: int | None = None, **_: Any) -> None:
+    if pid is not None:
+        exporter.child_exited(pid)
+
+
+@worker_shutdown.connect
+def _metrics_stop(**_: Any) -> None:
+    exporter.stop()
 

@@ -2,7 +2,8 @@
 
 Public: `record_decisions`, `mark_covered`; `claim_new`, `claim`, `DeliveryRow`, `mark_sent`, `mark_skipped`,
 `mark_failed`, `mark_retry`, `sweep`; `mark_read`, `add_team_member`, `remove_team_member`, `set_language`,
-`save_subscription`, `delete_subscription`, `set_preferences`, `hold`. Reads live in `notifier.snapshot`.
+`save_subscription`, `delete_subscription`, `set_preferences`, `hold`; `purge_history`, `Purged`
+(retention). Reads live in `notifier.snapshot`.
 """
 
 from notifier.ledger.decisions import mark_covered, record_decisions
@@ -28,9 +29,11 @@ from notifier.ledger.host_writes import (
     set_language,
     set_preferences,
 )
+from notifier.ledger.retention import Purged, purge_history
 
 __all__ = [
     "DeliveryRow",
+    "Purged",
     "add_team_member",
     "claim",
     "claim_new",
@@ -44,6 +47,7 @@ __all__ = [
     "mark_retry",
     "mark_sent",
     "mark_skipped",
+    "purge_history",
     "record_decisions",
     "remove_team_member",
     "save_subscription",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
 
-from notifier import models
+from notifier import metrics, models
 from notifier.decide import Decision
 from notifier.enums import Channel, DeliveryStatus, FailReason
 from notifier.ledger._upsert import upsert
@@ -162,8 +162,8 @@ def sweep(engine: Engine, now: float, max_attempts: int, limit: int = 200) -> li
     stale = and_(d.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]), d.c.lease_until < now)
     taken: list[int] = []
     with engine.begin() as conn:
-        rows = conn.execute(select(d.c.id, d.c.attempts).where(stale).order_by(d.c.id).limit(limit)).all()
-        for delivery_id, attempts in rows:
+        rows = conn.execute(select(d.c.id, d.c.attempts, d.c.channel).where(stale).order_by(d.c.id).limit(limit)).all()
+        for delivery_id, attempts, channel in rows:
             if attempts >= max_attempts:
                 conn.execute(
                     update(d).where(d.c.id == delivery_id, stale).values(
@@ -173,6 +173,7 @@ def sweep(engine: Engine, now: float, max_attempts: int, limit: int = 200) -> li
                     )
                 )
                 log.warning("delivery id=%s outcome=failed reason=attempts_exhausted attempts=%s", delivery_id, attempts)
+                metrics.count_delivery(Channel(channel), "failed")
                 continue
             res = conn.execute(
                 update(d)
