@@ -55,7 +55,7 @@
     const watched = new Map(); // source -> its 'open' listener
     const state = { dialogs: [], total: 0, sequence: 0, stopped: false };
     const title = { base: document.title, shown: null };
-    const icon = { link: null, original: null, created: false, drawing: Promise.resolve() };
+    const icon = { link: null, original: null, type: null, created: false, drawing: Promise.resolve() };
 
     async function request() {
       const extra = typeof options.headers === 'function' ? await options.headers() : options.headers || {};
@@ -80,6 +80,7 @@
     async function drawIcon(total) {
       if (options.favicon === false) return;
       if (!icon.link) {
+        icon.created = false;
         icon.link = document.querySelector('link[rel~="icon"]');
         if (!icon.link) {
           if (!total) return;
@@ -88,11 +89,18 @@
           icon.created = true;
           document.head.appendChild(icon.link);
         }
-        icon.original = icon.created ? null : icon.link.href;
+        icon.original = icon.created ? null : icon.link.getAttribute('href'); // as written, to put it back
+        icon.type = icon.link.getAttribute('type');
       }
       if (!total) {
-        if (icon.created) icon.link.removeAttribute('href');
-        else icon.link.href = icon.original;
+        if (icon.created) {
+          icon.link.remove();
+          icon.link = null;
+        } else {
+          icon.link.setAttribute('href', icon.original);
+          if (icon.type === null) icon.link.removeAttribute('type');
+          else icon.link.setAttribute('type', icon.type);
+        }
         return;
       }
       const canvas = document.createElement('canvas');
