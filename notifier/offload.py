@@ -8,8 +8,9 @@ overflow): a thread beyond it would only block on pool checkout, while a call be
 executor's queue and holds nothing. The standard library is enough, so `worker.client` can use it in
 hosts without anyio.
 
-A cancelled await (the browser went away) does not stop the call already running in its thread: a write
-such as `mark_read` completes or fails on its own; only its result is dropped.
+A cancelled await (the browser went away) does not stop a call already running in its thread: a write
+such as `mark_read` completes or fails on its own, only its result is dropped; a call still queued for a
+thread is dropped with it.
 """
 
 from __future__ import annotations
