@@ -53,27 +53,50 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def db_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_database(tmp_path_factory: pytest.TempPathFactory, label: str) -> Iterator[str]:
+    """A new, empty database of the kind NOTIFIER_TEST_DB names (a SQLite file, or a PostgreSQL database
+    dropped afterwards); yields its URL."""
     kind = os.environ.get("NOTIFIER_TEST_DB", "sqlite")
     if kind == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+        yield f"sqlite:///{tmp_path_factory.mktemp(label) / 'test.sqlite3'}"
         return
     if kind != "postgresql":
         pytest.fail(f"NOTIFIER_TEST_DB must be sqlite or postgresql, got {kind!r}")
     admin_url = os.environ.get("NOTIFIER_TEST_POSTGRES_URL", PG_DEFAULT)
-    name = f"notifier_test_{uuid.uuid4().hex[:10]}"
+    name = f"notifier_{label}_{uuid.uuid4().hex[:10]}"
     admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # noqa: BLE001 - turned into a clear failure
         pytest.fail(f"PostgreSQL is required for NOTIFIER_TEST_DB=postgresql but {admin_url} did not answer: {exc}")
-    yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    dispose_all()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        dispose_all()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def db_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with fresh_database(tmp_path_factory, "test") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def replyx_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """A second database shaped like ReplyX's in production (examples/replyx_host/schema.py: its columns and
+    its indexes, no others) with our tables beside the host's, as `notifier init-db` leaves them."""
+    from examples.replyx_host.schema import metadata as replyx_metadata
+
+    with fresh_database(tmp_path_factory, "replyx") as url:
+        eng = get_engine(url)
+        replyx_metadata.create_all(eng)
+        upgrade(eng)
+        yield eng
 
 
 @pytest.fixture(scope="session")
