@@ -40,12 +40,17 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Create or upgrade our tables; idempotent, and safe when several deploys run it at once (on
-    PostgreSQL a transaction-scoped advisory lock makes the second wait, then find nothing to do)."""
+    """Create or upgrade our tables; idempotent, and safe when several deploys run it at once: the first
+    takes a lock for its whole transaction (PostgreSQL: a transaction-scoped advisory lock; SQLite: the
+    write lock, BEGIN IMMEDIATE), the others wait for it and then find nothing to do."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        elif conn.dialect.name == "sqlite":
+            # The sqlite3 module opens transactions only before DML; without this each CREATE TABLE would
+            # commit on its own and a second deploy could read "no version" and fail on "already exists".
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)

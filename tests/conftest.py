@@ -86,6 +86,13 @@ def db_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def empty_db_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database of its own for one test, with nothing in it."""
+    with fresh_database(tmp_path_factory, "empty") as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def replyx_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """A second database shaped like ReplyX's in production (examples/replyx_host/schema.py: its columns and
