@@ -277,3 +277,9 @@ def test_the_openapi_schema_builds() -> None:
     assert set(paths) == {f"{PREFIX}{p}" for p in ("/vapid-public-key", "/subscriptions", "/dialogs/{dialog_id}/read",
                                                     "/presence", "/stats", "/missed")}  # fmt: skip
 
+
+
+def test_the_kit_states_its_public_api() -> None:
+    import notifier.integrations.fastapi as kit
+
+    assert kit.__all__ == ["notifier_router"]
