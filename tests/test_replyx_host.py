@@ -155,6 +155,7 @@ def test_visitor_messages_reach_the_right_manager_through_a_real_host(world: Wor
 
         pushes = world.push.wait_for(2, timeout=40)
         assert sorted(p.payload["dialog_id"] for p in pushes) == [100, 102], world.diag()
+        assert world.smtp.messages == [], "push comes first, email later"
         read = http.post("/api/notifier/dialogs/102/read", json={"message_id": sent[102][0]}, headers=bearer(t1))
         assert read.status_code == 204
 
@@ -226,6 +227,18 @@ def test_after_a_reconnect_the_panel_shows_what_it_missed(world: World, hostdb: 
                 answer = http.post(f"/api/notifier/dialogs/{dialog_id}/read", json={"message_id": upto}, headers=bearer(t1))
                 assert answer.status_code == 204
             assert tab.evaluate("window.missed.refresh().then(() => window.missed.total)") == 0
+            assert tab.evaluate("document.title") == "ReplyX"
+            assert tab.evaluate("document.querySelector('link[rel~=icon]').getAttribute('href')") == "/favicon.svg"
+
+            # Any stream with an 'open' event will do, e.g. a panel's own WebSocket wrapper; stop() undoes it all.
+            visitor_writes(http, 301, "Ещё вопрос")
+            before = tab.evaluate("window.panel.missed.length")
+            tab.evaluate("(() => { window.stream2 = new EventTarget(); window.missed.watch(window.stream2);"
+                         " window.stream2.dispatchEvent(new Event('open')); return true; })()")
+            tab.wait_for(f"window.panel.missed.length > {before} && window.panel.missed.at(-1).total === 1",
+                         what="/missed on the second stream's open")  # fmt: skip
+            assert tab.evaluate("document.title") == "(1) ReplyX"
+            tab.evaluate("window.missed.stop()")
             assert tab.evaluate("document.title") == "ReplyX"
             assert tab.evaluate("document.querySelector('link[rel~=icon]').getAttribute('href')") == "/favicon.svg"
         finally:
