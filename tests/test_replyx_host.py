@@ -122,6 +122,7 @@ def test_visitor_messages_reach_the_right_manager_through_a_real_host(world: Wor
     tenants(hostdb)
     t1, t2 = token(1), token(2)
     http = httpx.Client(base_url=world.host.url, timeout=10)
+    streams: list[SseReader] = []
     try:
         sub = world.push.new_subscription("owner1-laptop")
         saved = http.post("/api/notifier/subscriptions", json=sub, headers=bearer(t1))
@@ -140,6 +141,7 @@ def test_visitor_messages_reach_the_right_manager_through_a_real_host(world: Wor
 
         stream = SseReader(f"{world.host.url}/api/dialogs/101/events?token={t1}")
         stream.start()
+        streams.append(stream)
         sse_pid = int(stream.wait_event("hello")["pid"])
         other, other_pid = world.host.client_on_another_worker(sse_pid)
         try:
@@ -169,10 +171,11 @@ def test_visitor_messages_reach_the_right_manager_through_a_real_host(world: Wor
         while time.monotonic() < deadline:
             assert len(world.smtp.messages) == 1 and len(world.push.received) == 2, world.diag()
             time.sleep(0.1)
-        assert decisions(engine, 101) == [(1, "skip", "online", None)], world.diag()
+        assert {(m, action, reason) for m, action, reason, _ in decisions(engine, 101)} == {(1, "skip", "online")}
         wait_until(lambda: (1, "skip", "read", None) in decisions(engine, 102), 10, "the read decision for 102", world.diag)
 
         # Leaving the stream leaves at once, from the process that served it (the TTL is 30 s).
+        streams.remove(stream)
         stream.close()
         wait_until(lambda: world.r.zcard(PRESENCE_ADMIN) == 0, 10, "presence to be left on disconnect", world.diag)
         # The other tenant changed nothing: no pointer, no presence, and dialog 100 was notified as usual.
@@ -180,6 +183,8 @@ def test_visitor_messages_reach_the_right_manager_through_a_real_host(world: Wor
         with engine.connect() as conn:
             assert conn.execute(select(rp.c.manager_id, rp.c.dialog_id)).all() == [(1, 102)]
     finally:
+        for leftover in streams:
+            leftover.close()
         http.close()
 
 
