@@ -300,7 +300,7 @@ def test_the_panel_subscribes_through_the_kit_with_its_own_auth(world: World, ho
     """notifier-subscribe.js against the kit: the key from /vapid-public-key, the worker registered from
     /api/notifier/sw.js for the whole origin, the subscription saved with the panel's Bearer header or its
     own fetch function; an expired one is replaced (new one saved, old one deleted); a refused one
-    rejects with the server's reason; denied and unsupported are answers, not errors."""
+    rejects with the server's reason; denied, unsupported and push off are answers, not errors."""
     tenants(hostdb)
     origin = world.host.url
     browser.send("Browser.grantPermissions", {"permissions": ["notifications"], "origin": origin})
@@ -327,6 +327,12 @@ def test_the_panel_subscribes_through_the_kit_with_its_own_auth(world: World, ho
         refused = subscribe(tab, headers, None, broken)
         assert refused["status"] == 422 and "p256dh" in refused["error"], refused
         assert subscribe(tab, "{baseUrl: '/api/notifier'}", None, first)["status"] == 401  # no credentials
+
+        push_off = ("{baseUrl: '/api/notifier', fetch: async (url, init) => url.endsWith('/vapid-public-key') ?"
+                    " new Response(JSON.stringify({detail: 'push is off: NOTIFIER_VAPID_PRIVATE_KEY is not set'}),"
+                    " {status: 404}) : fetch(url, init)}")  # fmt: skip
+        assert subscribe_plain(tab, push_off) == "off"
+        assert subscribe(tab, "{baseUrl: '/api/notifyer', headers: {}}", None, first)["status"] == 404  # a typo is an error
 
         tab.evaluate("(() => { window.__push = window.PushManager; delete window.PushManager; return true; })()")
         assert subscribe_plain(tab, headers) == "unsupported"

@@ -14,7 +14,7 @@
  * notifierSubscribe resolves to 'subscribed', 'unsupported' (no service worker or Push API, or not a
  * secure context), 'denied' (the manager blocked notifications: only the browser's site settings undo
  * that), 'default' (the prompt was dismissed) or 'off' (the server has push turned off). It rejects,
- * with error.status set, when the server refuses the subscription (422: error.message says why).
+ * with error.status and error.detail set, when the server refuses (422: the detail says why).
  * Plain ES2017, no imports; exported as window.notifierSubscribe / window.notifierUnsubscribe.
  */
 (function () {
@@ -66,6 +66,7 @@
       }
       const error = new Error('notifier: ' + method + ' ' + url + ' answered ' + response.status + (detail ? ': ' + JSON.stringify(detail) : ''));
       error.status = response.status;
+      error.detail = detail;
       throw error;
     }
     return response;
@@ -77,7 +78,8 @@
     try {
       return (await (await request(options, 'GET', where.key)).json()).public_key;
     } catch (error) {
-      if (error.status === 404) return null; // the server has push off
+      // The kit says so when push is off; any other 404 (a wrong baseUrl) is an error worth seeing.
+      if (error.status === 404 && /^push is off/.test(String(error.detail || ''))) return null;
       throw error;
     }
   }
