@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 from pathlib import Path
@@ -17,13 +18,15 @@ _lock = threading.Lock()
 
 
 def normalize_url(url: str) -> str:
-    """Accept plain `postgresql://` (and `postgres://`) URLs: we ship psycopg 3, not psycopg2."""
+    """Accept plain `postgresql://` (and `postgres://`) URLs: psycopg 3 when it is installed (the worker
+    ships it), else psycopg2, SQLAlchemy's default driver and the one a host such as ReplyX pins."""
     try:
         parsed = make_url(url)
     except Exception as exc:
         raise ConfigError(f"NOTIFIER_DATABASE_URL is not a database URL: {exc}") from None
     if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
+        has_psycopg3 = importlib.util.find_spec("psycopg") is not None
+        parsed = parsed.set(drivername="postgresql+psycopg" if has_psycopg3 else "postgresql")
     return parsed.render_as_string(hide_password=False)
 
 

@@ -186,6 +186,27 @@ def guard_allows(person: Person, owner_id: int, team_ids: frozenset[int]) -> boo
     return person.id == owner_id or person.id in team_ids or person.is_admin
 
 
+def may_see(viewer: Person, dialog: DialogFacts, team_ids: frozenset[int]) -> bool:
+    """May `viewer` see this dialog: read it, mark it read, be present on it, have it in their missed list?
+
+    The tenant's owner, a registered member of the owner's team (`team_ids`), the dialog's assigned
+    manager if the tenant guard admits them, or a platform admin. The guard admits an assigned manager
+    only as the owner, a member or an admin (`resolve_recipients` refuses anyone else), so the answer is
+    the guard's: being assigned alone, which ReplyX allows across tenants, shows nothing. Account status
+    is the host's business (it authenticated the viewer), as it is for the host's own dialog pages.
+    """
+    return guard_allows(viewer, dialog.owner_id, team_ids)
+
+
+def visible_tenants(viewer: Person, member_of: frozenset[int]) -> frozenset[int] | None:
+    """The owners whose dialogs `viewer` may see, for listing them: None means every tenant (a platform
+    admin); else their own and those of the teams they are registered in (`member_of`, owner ids).
+    Agrees with `may_see`: a dialog is in the list exactly when `may_see` admits the viewer to it."""
+    if viewer.is_admin:
+        return None
+    return frozenset({viewer.id, *member_of})
+
+
 def resolve_recipients(
     dialog: DialogFacts, people: Mapping[int, Person], team_ids: frozenset[int]
 ) -> tuple[tuple[Candidate, ...], tuple[Decision, ...]]:

@@ -369,6 +369,10 @@ class AsyncStore:
         admin, site = await pipe.execute()
         return int(admin), int(site)
 
+    async def close(self) -> None:
+        """Close the client's connections (a host's shutdown; `aclose` needs redis-py 5.0.1 or later)."""
+        await self.r.aclose()
+
 
 def admin_member(manager_id: int, dialog_id: int | None) -> str:
     return f"{manager_id}:{'-' if dialog_id is None else dialog_id}"

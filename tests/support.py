@@ -9,15 +9,16 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 from sqlalchemy import Engine, insert, update
 
 from notifier import host
-from notifier.check import dispatch, run_checks
-from notifier.clear import run_clear
-from notifier.deliver import DeliveryOutcome, run_delivery
 from notifier.runtime import Runtime
+
+if TYPE_CHECKING:  # the pipeline loads SMTP, push and templates: imported by Drive when it runs
+    from notifier.deliver import DeliveryOutcome
 
 
 def free_port() -> int:
@@ -133,6 +134,10 @@ class Drive:
     outcomes: list[DeliveryOutcome] = field(default_factory=list)
 
     def __call__(self, now: float | None = None) -> list[DeliveryOutcome]:
+        from notifier.check import dispatch, run_checks
+        from notifier.clear import run_clear
+        from notifier.deliver import run_delivery
+
         now = time.time() if now is None else now
         checks: list[int] = []
         deliveries: list[int] = []

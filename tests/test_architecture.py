@@ -139,13 +139,18 @@ def test_we_raise_only_our_own_errors() -> None:
 
 CLIENT_API = [
     "Presence",
+    "aclose",
     "add_team_member",
     "amark_read",
+    "amay_see_dialog",
+    "amissed",
     "aschedule_fallback",
     "delete_subscription",
     "get_preferences",
     "mark_read",
+    "may_see_dialog",
     "metrics_collector",
+    "missed",
     "presence",
     "remove_team_member",
     "save_subscription",
@@ -164,4 +169,7 @@ def test_the_client_api_is_pinned() -> None:
     assert set(public) <= set(CLIENT_API), f"public but not declared: {set(public) - set(CLIENT_API)}"
     for name in CLIENT_API:
         assert hasattr(client, name)
-    assert inspect.iscoroutinefunction(client.aschedule_fallback) and inspect.iscoroutinefunction(client.amark_read)
+    for name in ("aclose", "amark_read", "amay_see_dialog", "amissed", "aschedule_fallback"):
+        assert inspect.iscoroutinefunction(getattr(client, name)), name
+    for name in ("atouch", "aleave", "atouch_site", "aleave_site", "aconnection_stats"):
+        assert inspect.iscoroutinefunction(getattr(client.presence, name)), name

@@ -22,6 +22,14 @@ from notifier.store import LATEST, PENDING, SEEN, parse_seen
 from tests.support import RedisServer, free_port
 from worker import client
 
+pytestmark = pytest.mark.host  # runs in a host-only install too
+
+
+@pytest.fixture
+def rt(host_rt: Runtime) -> Runtime:
+    """The host's runtime: these tests never need the worker's SMTP server."""
+    return host_rt
+
 
 def test_importing_the_client_loads_no_delivery_code() -> None:
     code = (

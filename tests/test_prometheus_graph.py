@@ -33,11 +33,11 @@ from sqlalchemy import Engine, insert
 from notifier import host
 from notifier.config import load_settings, set_settings
 from notifier.redis_conn import reset_clients
+from tests.browser import CHROMIUM, Cdp, _devtools_url
 from tests.procs import WorkerProc, wait_until, worker_env
 from tests.promql import ALERTS, dashboard_queries, for_prometheus
 from tests.smtpserver import SmtpServer
 from tests.support import Host, RedisServer, free_port
-from tests.test_service_worker import CHROMIUM, Cdp, _devtools_url
 from worker import client
 
 pytestmark = pytest.mark.slow

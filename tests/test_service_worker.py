@@ -17,10 +17,7 @@ import base64
 import functools
 import http.server
 import json
-import os
 import shutil
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,13 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import websocket
 
 from notifier.render import RenderedPush
+from tests.browser import TIMEOUT, Cdp, CdpError, chromium
 
-CHROMIUM = "/usr/bin/chromium"
 STATIC = Path(__file__).resolve().parents[1] / "notifier" / "static"
-TIMEOUT = 10.0
 
 INDEX_HTML = """<!doctype html>
 <meta charset="utf-8">
@@ -74,66 +69,6 @@ navigator.serviceWorker.ready
   .then(r => r.getNotifications())
   .then(ns => { ns.forEach(n => n.close()); return ns.length; })
 """
-
-
-class CdpError(RuntimeError):
-    pass
-
-
-class Cdp:
-    """Minimal DevTools-protocol client over one browser websocket (flat sessions); every wait has a deadline."""
-
-    def __init__(self, url: str) -> None:
-        # suppress_origin: Chromium refuses DevTools websockets that carry an Origin header it was not told to allow.
-        self.ws = websocket.create_connection(url, timeout=TIMEOUT, suppress_origin=True)
-        self.last_id = 0
-        self.events: list[dict[str, Any]] = []
-
-    def close(self) -> None:
-        self.ws.close()
-
-    def _recv(self, deadline: float, what: str) -> dict[str, Any]:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"CDP: no {what} in time")
-        self.ws.settimeout(remaining)
-        try:
-            raw = self.ws.recv()
-        except websocket.WebSocketTimeoutException:
-            raise TimeoutError(f"CDP: no {what} in time") from None
-        message: dict[str, Any] = json.loads(raw)
-        return message
-
-    def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> dict[str, Any]:
-        self.last_id += 1
-        message: dict[str, Any] = {"id": self.last_id, "method": method, "params": params or {}}
-        if session:
-            message["sessionId"] = session
-        self.ws.send(json.dumps(message))
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            reply = self._recv(deadline, f"reply to {method}")
-            if reply.get("id") == self.last_id:
-                if "error" in reply:
-                    raise CdpError(f"{method}: {reply['error']}")
-                result: dict[str, Any] = reply.get("result", {})
-                return result
-            if "method" in reply:
-                self.events.append(reply)
-
-    def wait_event(self, method: str, match: Callable[[dict[str, Any]], bool], timeout: float = TIMEOUT) -> dict[str, Any]:
-        """First event (already received or arriving within `timeout`) named `method` whose params satisfy `match`."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while True:
-            for event in self.events[seen:]:
-                if event["method"] == method and match(event.get("params", {})):
-                    params: dict[str, Any] = event["params"]
-                    return params
-            seen = len(self.events)
-            message = self._recv(deadline, f"{method} event")
-            if "method" in message:
-                self.events.append(message)
 
 
 class Page:
@@ -249,60 +184,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cdp]:
-    """Headless Chromium with DevTools on a free port; closed (then killed if need be) afterwards."""
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package; .ci/run does")
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    log_path = profile.parent / f"{profile.name}.log"
-    args = [
-        CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank",
-    ]  # fmt: skip
-    log = open(log_path, "wb")  # closed in the finally below
-    # Own session: the renderer/zygote children share its process group, so one killpg reaches them all.
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    cdp: Cdp | None = None
-    try:
-        cdp = Cdp(_devtools_url(profile / "DevToolsActivePort", proc, log_path))
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as cdp:
         yield cdp
-        try:
-            cdp.send("Browser.close")
-        except (CdpError, TimeoutError, OSError, websocket.WebSocketException):
-            pass  # it may drop the socket before replying; the wait/kill below settles it
-    finally:
-        if cdp is not None:
-            cdp.close()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group, or the browser itself if close failed
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=5)
-        log.close()
-
-
-def _devtools_url(port_file: Path, proc: subprocess.Popen[bytes], log_path: Path) -> str:
-    """Chromium writes "<port>\\n/devtools/browser/<id>" once DevTools listens."""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"chromium exited with {proc.returncode}:\n{_tail(log_path)}")
-        try:
-            lines = port_file.read_text().splitlines()
-        except FileNotFoundError:
-            lines = []
-        if len(lines) >= 2 and lines[0].strip().isdigit():
-            return f"ws://127.0.0.1:{lines[0].strip()}{lines[1].strip()}"
-        time.sleep(0.05)
-    pytest.fail(f"chromium did not write {port_file} within 15 s:\n{_tail(log_path)}")
-
-
-def _tail(path: Path) -> str:
-    return path.read_bytes()[-3000:].decode("utf-8", "replace")
 
 
 @pytest.fixture(scope="module")

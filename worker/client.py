@@ -7,41 +7,46 @@ template code. Nothing connects at import time; the first call does.
     client.schedule_fallback(dialog_id, message_id)      # after committing a visitor message
     client.mark_read(dialog_id, manager_id, message_id)  # when a manager views the dialog
     client.presence.touch(manager_id, dialog_id)         # on admin connect and on every heartbeat
+
+asyncio hosts: `aschedule_fallback`, `amark_read`, `presence.atouch` ... and
+`async with client.presence.connected(manager_id, dialog_id):` around an admin stream.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import threading
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 import redis
-import redis.asyncio
 
 from notifier import ledger, snapshot
-from notifier.config import Settings, get_settings
-from notifier.db import get_engine
+from notifier.config import get_settings
+from notifier.decide import visible_tenants
+from notifier.offload import run_blocking
 from notifier.outages import map_outages
-from notifier.redis_conn import client_for, resolve_url
-from notifier.store import AsyncStore, HotScript, Store
-from notifier.validate import check_id, check_optional_id
+from notifier.validate import check_id
+from worker._conn import aclose, async_store, hot, stats, store
+from worker._conn import engine as _engine
+from worker.presence import Presence
 
 if TYPE_CHECKING:
     from notifier.metrics.host import HostCollector
 
 __all__ = [
     "Presence",
+    "aclose",
     "add_team_member",
     "amark_read",
+    "amay_see_dialog",
+    "amissed",
     "aschedule_fallback",
     "delete_subscription",
     "get_preferences",
     "mark_read",
+    "may_see_dialog",
     "metrics_collector",
+    "missed",
     "presence",
     "remove_team_member",
     "save_subscription",
@@ -52,31 +57,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# Counters a host can export to its metrics; failures here mean the reconciler will have to catch up.
-stats: dict[str, int] = {
-    "scheduled": 0, "coalesced": 0, "schedule_failures": 0, "presence_failures": 0, "clear_failures": 0,
-}
-
-_local = threading.local()
-# One asyncio client per event loop (a client is bound to the loop it was made on).
-_async_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, AsyncStore]] = weakref.WeakKeyDictionary()
-
-
-def _store() -> Store:
-    settings = get_settings()
-    store: Store | None = getattr(_local, "store", None)
-    if store is None or _local.key != (os.getpid(), id(settings)):
-        store = Store(client_for(resolve_url(settings)))
-        _local.store, _local.key = store, (os.getpid(), id(settings))
-        _local.hot = store.hot_schedule()
-    return store
-
-
-def _hot() -> HotScript:
-    _store()
-    hot: HotScript = _local.hot
-    return hot
 
 
 def _record(added: bool) -> bool:
@@ -102,7 +82,7 @@ def schedule_fallback(dialog_id: int, message_id: int) -> bool:
     check_id("message_id", message_id)
     settings = get_settings()
     try:
-        return _record(_hot()(dialog_id, message_id, time.time(), settings.grace_seconds))
+        return _record(hot()(dialog_id, message_id, time.time(), settings.grace_seconds))
     except (redis.RedisError, OSError) as exc:
         return _failed(dialog_id, message_id, exc)
 
@@ -113,25 +93,10 @@ async def aschedule_fallback(dialog_id: int, message_id: int) -> bool:
     check_id("message_id", message_id)
     settings = get_settings()
     try:
-        added = await _async_store(settings).schedule(dialog_id, message_id, time.time(), settings.grace_seconds)
+        added = await async_store(settings).schedule(dialog_id, message_id, time.time(), settings.grace_seconds)
         return _record(added)
     except (redis.RedisError, OSError) as exc:
         return _failed(dialog_id, message_id, exc)
-
-
-def _async_store(settings: Settings) -> AsyncStore:
-    loop = asyncio.get_running_loop()
-    cached = _async_stores.get(loop)
-    if cached is None or cached[0] != id(settings):
-        client = redis.asyncio.Redis.from_url(
-            resolve_url(settings), socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
-        )
-        cached = _async_stores[loop] = (id(settings), AsyncStore(client))
-    return cached[1]
-
-
-def _engine() -> Any:
-    return get_engine(get_settings().database_url)
 
 
 def mark_read(dialog_id: int, manager_id: int, message_id: int) -> None:
@@ -142,14 +107,15 @@ def mark_read(dialog_id: int, manager_id: int, message_id: int) -> None:
     with map_outages():
         ledger.mark_read(_engine(), dialog_id, manager_id, message_id)
     try:  # clearing a shown notification is a courtesy: a Redis outage must not fail the read
-        _store().request_clear(dialog_id, time.time())
+        store().request_clear(dialog_id, time.time())
     except (redis.RedisError, OSError) as exc:
         stats["clear_failures"] += 1
         log.warning("clear request failed dialog=%s error=%s", dialog_id, type(exc).__name__)
 
 
 async def amark_read(dialog_id: int, manager_id: int, message_id: int) -> None:
-    await asyncio.to_thread(mark_read, dialog_id, manager_id, message_id)
+    """`mark_read` for asyncio hosts, on our bounded database thread pool (`notifier.offload`)."""
+    await run_blocking(mark_read, dialog_id, manager_id, message_id)
 
 
 def save_subscription(manager_id: int, subscription: dict[str, Any], user_agent: str | None = None) -> int:
@@ -205,47 +171,51 @@ def set_preferences(manager_id: int, **fields: Any) -> dict[str, Any]:
     return get_preferences(manager_id)
 
 
-class Presence:
-    """Who is connected, shared by every API process through Redis; entries expire without heartbeats."""
+def may_see_dialog(manager_id: int, dialog_id: int) -> bool:
+    """May this manager see the dialog: its tenant's owner, a registered team member, its assigned manager
+    if the tenant guard admits them, or a `role='admin'` user (`notifier.decide.may_see`). False for a
+    dialog that does not exist, too: answer both the same way (404), so nobody learns which ids exist."""
+    check_id("manager_id", manager_id)
+    check_id("dialog_id", dialog_id)
+    with map_outages(), _engine().connect() as conn:
+        return snapshot.visible_dialog(conn, manager_id, dialog_id) is not None
 
-    def _guard(self, what: str, fn: Any, *args: Any) -> None:
-        try:
-            fn(*args)
-        except (redis.RedisError, OSError) as exc:
-            stats["presence_failures"] += 1
-            log.warning("presence %s failed error=%s", what, type(exc).__name__)
 
-    def touch(self, manager_id: int, dialog_id: int | None = None) -> None:
-        check_id("manager_id", manager_id)
-        check_optional_id("dialog_id", dialog_id)
-        ttl = get_settings().presence_ttl_seconds
-        self._guard("touch", _store().touch_admin, manager_id, dialog_id, time.time(), ttl)
+async def amay_see_dialog(manager_id: int, dialog_id: int) -> bool:
+    return await run_blocking(may_see_dialog, manager_id, dialog_id)
 
-    def leave(self, manager_id: int, dialog_id: int | None = None) -> None:
-        check_id("manager_id", manager_id)
-        check_optional_id("dialog_id", dialog_id)
-        self._guard("leave", _store().leave_admin, manager_id, dialog_id)
 
-    def touch_site(self, dialog_id: int) -> None:
-        check_id("dialog_id", dialog_id)
-        self._guard("touch_site", _store().touch_site, dialog_id, time.time(), get_settings().presence_ttl_seconds)
+def missed(manager_id: int) -> list[dict[str, Any]]:
+    """What this manager missed: every dialog they may see with visitor messages above their read pointer
+    and above the last manager answer, oldest waiting first, at most `snapshot.MISSED_LIMIT` (200).
 
-    def leave_site(self, dialog_id: int) -> None:
-        check_id("dialog_id", dialog_id)
-        self._guard("leave_site", _store().leave_site, dialog_id)
+    Each: {"dialog_id", "unread" (exact), "first_unread_message_id", "last_message_id", "waiting_since"
+    (ISO 8601 UTC of the first unread message, or None)}. With NOTIFIER_SKIP_AI_HANDLED on (the default),
+    only dialogs that need a human count, as for notifications."""
+    check_id("manager_id", manager_id)
+    settings = get_settings()
+    with map_outages(), _engine().connect() as conn:
+        viewer, member_of = snapshot.load_viewer(conn, manager_id)
+        tenants = visible_tenants(viewer, member_of)
+        found = snapshot.load_missed(conn, manager_id, tenants, settings.ai_handling_skips, time.time())
+    return [
+        {
+            "dialog_id": m.dialog_id,
+            "unread": m.unread,
+            "first_unread_message_id": m.first_unread_message_id,
+            "last_message_id": m.last_message_id,
+            "waiting_since": None if m.waiting_since is None else _iso(m.waiting_since),
+        }
+        for m in found
+    ]
 
-    def connection_stats(self) -> dict[str, Any]:
-        """Like the host's stats endpoint, but counted across every process.
 
-        With Redis unreachable the counts are 0 and `presence_available` is False: a stats page never fails.
-        """
-        try:
-            admin, site = _store().connection_counts(time.time())
-        except (redis.RedisError, OSError) as exc:
-            stats["presence_failures"] += 1
-            log.warning("presence connection_stats failed error=%s", type(exc).__name__)
-            return {"connection_details": {"admin_connections": 0, "site_connections": 0}, "presence_available": False}
-        return {"connection_details": {"admin_connections": admin, "site_connections": site}, "presence_available": True}
+async def amissed(manager_id: int) -> list[dict[str, Any]]:
+    return await run_blocking(missed, manager_id)
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 presence = Presence()

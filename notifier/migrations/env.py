@@ -3,14 +3,15 @@
 from alembic import context
 
 from notifier.errors import ConfigError
+from notifier.migrate import owned
 from notifier.models import metadata
 
 VERSION_TABLE = "notifier_alembic_version"
 
 
 def _include(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
-    # Never look at (or propose dropping) the host's tables.
-    return not (type_ == "table" and not str(name).startswith("notifier_"))
+    # Never look at (or propose dropping) the host's tables: the mirror of migrate.include_object.
+    return owned(type_, name, obj)
 
 
 connection = context.config.attributes.get("connection")

@@ -3,9 +3,11 @@
 Public: `DialogSnapshot`, `Subscription`, `load_dialog`, `load_people`, `load_team`, `load_subscription`,
 `push_targets`, `load_shown`, `load_stored`, `message_time`; for operations `ScannedMessage`, `first_id_since`,
 `scan_visitor_messages`, `host_tables_missing`, `recent_decisions`, `delivery_counts`, `failed_deliveries`,
-`dialog_history`.
+`dialog_history`; for the host's side `DialogAccess`, `visible_dialog`, `load_viewer`, `MissedDialog`,
+`load_missed`, `MISSED_LIMIT`.
 """
 
+from notifier.snapshot.access import DialogAccess, load_viewer, visible_dialog
 from notifier.snapshot.clears import load_pushed
 from notifier.snapshot.dialog import (
     DialogSnapshot,
@@ -18,6 +20,7 @@ from notifier.snapshot.dialog import (
 )
 from notifier.snapshot.hosttime import message_time
 from notifier.snapshot.messages import load_shown
+from notifier.snapshot.missed import MISSED_LIMIT, MissedDialog, load_missed
 from notifier.snapshot.ops import (
     ScannedMessage,
     delivery_counts,
@@ -31,7 +34,10 @@ from notifier.snapshot.ops import (
 from notifier.snapshot.prefs import load_stored
 
 __all__ = [
+    "MISSED_LIMIT",
+    "DialogAccess",
     "DialogSnapshot",
+    "MissedDialog",
     "ScannedMessage",
     "Subscription",
     "delivery_counts",
@@ -40,14 +46,17 @@ __all__ = [
     "first_id_since",
     "host_tables_missing",
     "load_dialog",
+    "load_missed",
     "load_people",
     "load_pushed",
     "load_shown",
     "load_stored",
     "load_subscription",
     "load_team",
+    "load_viewer",
     "message_time",
     "push_targets",
     "recent_decisions",
     "scan_visitor_messages",
+    "visible_dialog",
 ]
