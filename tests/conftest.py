@@ -8,10 +8,12 @@ An absent service fails the run with a message saying what to start; nothing is 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import freezegun
 import pytest
@@ -20,17 +22,23 @@ from sqlalchemy import Engine, create_engine, text
 
 from notifier import host, models
 from notifier.config import Settings, load_settings, set_settings
-from notifier.db import dispose_all, get_engine
+from notifier.db import dispose_all, get_engine, normalize_url
 from notifier.migrate import upgrade
 from notifier.redis_store import reset_clients
 from notifier.runtime import Runtime, build_runtime, set_runtime
-from tests.smtpserver import SmtpServer
 from tests.support import Drive, Host, RedisServer
+
+if TYPE_CHECKING:
+    from tests.smtpserver import SmtpServer  # aiosmtpd: the worker extra, absent beside the host's pins
 
 # Library internals keep real time (asyncio timers, socket health checks); our code sees the frozen clock.
 freezegun.configure(extend_ignore_list=["asyncio", "aiosmtplib", "aiosmtpd", "redis", "kombu", "celery", "urllib3"])
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# False in the host's environment (`make test-host`: base, fastapi and test extras beside the host's pins),
+# where only the modules of HOST_TESTS in the Makefile run.
+WORKER_EXTRA = importlib.util.find_spec("celery") is not None
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +58,7 @@ def db_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail(f"NOTIFIER_TEST_DB must be sqlite or postgresql, got {kind!r}")
     admin_url = os.environ.get("NOTIFIER_TEST_POSTGRES_URL", PG_DEFAULT)
     name = f"notifier_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -73,24 +81,31 @@ def engine(db_url: str) -> Engine:
 
 @pytest.fixture(scope="session")
 def smtp_server() -> Iterator[SmtpServer]:
+    from tests.smtpserver import SmtpServer
+
     server = SmtpServer().start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def base_env(redis_server: RedisServer, db_url: str, smtp_server: SmtpServer, tmp_path: Path) -> dict[str, str]:
-    return {
+def base_env(redis_server: RedisServer, db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    env = {
         "NOTIFIER_DATABASE_URL": db_url,
         "NOTIFIER_REDIS_URL": redis_server.url,
-        "NOTIFIER_SMTP_HOST": "127.0.0.1",
-        "NOTIFIER_SMTP_PORT": str(smtp_server.port),
-        "NOTIFIER_SMTP_TLS": "none",
-        "NOTIFIER_SMTP_TIMEOUT_SECONDS": "5",
         "NOTIFIER_EMAIL_FROM": "ReplyX <noreply@replyx.test>",
         "NOTIFIER_OUTBOX_DIR": str(tmp_path / "outbox"),
         "NOTIFIER_DIALOG_URL": "https://app.replyx.test/dialogs?dialog_id={dialog_id}",
     }
+    if WORKER_EXTRA:  # beside the host's pins nothing sends mail, and the test SMTP server (aiosmtpd) is absent
+        smtp_server: SmtpServer = request.getfixturevalue("smtp_server")
+        env |= {
+            "NOTIFIER_SMTP_HOST": "127.0.0.1",
+            "NOTIFIER_SMTP_PORT": str(smtp_server.port),
+            "NOTIFIER_SMTP_TLS": "none",
+            "NOTIFIER_SMTP_TIMEOUT_SECONDS": "5",
+        }
+    return env
 
 
 @pytest.fixture
