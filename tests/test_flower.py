@@ -73,6 +73,7 @@ def test_flower_answers_its_healthcheck_and_guards_everything_else(flower: str) 
     assert get(f"{flower}/", auth=AUTH)[0] == 200
 
 
+@pytest.mark.slow
 def test_flower_sees_a_running_worker(flower: str, env: dict[str, str], tmp_path: Path) -> None:
     worker = WorkerProc(tmp_path / "worker", env).start()
     try:
