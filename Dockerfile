@@ -15,10 +15,15 @@ RUN groupadd --system notifier \
     && useradd --system --gid notifier --home-dir /app --no-create-home --shell /usr/sbin/nologin notifier
 
 WORKDIR /app
+# The exact versions (with hashes) of everything the worker imports, setuptools included; a layer of its
+# own, rebuilt only when the lock changes. See README "Dependencies" for refreshing the lock.
+COPY requirements/worker.lock /app/requirements/worker.lock
+RUN pip install --no-cache-dir --require-hashes -r requirements/worker.lock
 COPY . /app
-# Non-editable install: the packages land in site-packages. The Jinja2 templates are not package data,
-# so they stay in /app/templates and NOTIFIER_TEMPLATES_DIR points there.
-RUN pip install --no-cache-dir . \
+# Our package on top: non-editable, no dependencies (the lock has them all), no build backend fetched.
+# The Jinja2 templates are not package data, so they stay in /app/templates and NOTIFIER_TEMPLATES_DIR
+# points there.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && rm -rf /app/build /app/*.egg-info \
     && mkdir -p /app/var /var/lib/notifier \
     && chown notifier:notifier /app/var /var/lib/notifier

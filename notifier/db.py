@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
+import functools
+import importlib
 import os
 import threading
 from pathlib import Path
@@ -13,20 +14,35 @@ from sqlalchemy.engine import make_url
 
 from notifier.errors import ConfigError
 
+CONNECT_TIMEOUT_SECONDS = 5
+
 _engines: dict[tuple[int, str], Engine] = {}
 _lock = threading.Lock()
 
 
+@functools.cache
+def has_psycopg3() -> bool:
+    """psycopg 3 imports here (the worker extra ships it; a host may have only psycopg2)."""
+    try:
+        importlib.import_module("psycopg")
+    except ImportError:  # not installed, or installed without a libpq it can load
+        return False
+    return True
+
+
 def normalize_url(url: str) -> str:
-    """Accept plain `postgresql://` (and `postgres://`) URLs: psycopg 3 when it is installed (the worker
-    ships it), else psycopg2, SQLAlchemy's default driver and the one a host such as ReplyX pins."""
+    """Give a plain `postgresql://` (or `postgres://`) URL a driver: psycopg 3 when it imports, else psycopg2.
+
+    A driver named in the URL (`postgresql+psycopg2://`, `postgresql+psycopg://`) is kept.
+    """
     try:
         parsed = make_url(url)
     except Exception as exc:
         raise ConfigError(f"NOTIFIER_DATABASE_URL is not a database URL: {exc}") from None
-    if parsed.drivername in ("postgresql", "postgres"):
-        has_psycopg3 = importlib.util.find_spec("psycopg") is not None
-        parsed = parsed.set(drivername="postgresql+psycopg" if has_psycopg3 else "postgresql")
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend in ("postgresql", "postgres"):
+        driver = driver or ("psycopg" if has_psycopg3() else "psycopg2")
+        parsed = parsed.set(drivername=f"postgresql+{driver}")
     return parsed.render_as_string(hide_password=False)
 
 
@@ -46,13 +62,14 @@ def create(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    # connect_timeout is a libpq parameter: psycopg 3 and psycopg2 both take it.
     return create_engine(
         url,
         pool_pre_ping=True,
         pool_size=5,
         max_overflow=5,
         pool_timeout=10,
-        connect_args={"connect_timeout": 5},
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
     )
 
 

