@@ -158,6 +158,7 @@ CLIENT_API = [
     "set_language",
     "set_preferences",
     "stats",
+    "unsubscribe",
 ]
 
 

@@ -114,6 +114,8 @@ AUTHENTICATED = [
     ("DELETE", "/presence", {"dialog_id": None}),
     ("GET", "/stats", None),
     ("GET", "/missed", None),
+    ("GET", "/preferences", None),
+    ("PUT", "/preferences", {}),
 ]
 
 
@@ -133,7 +135,8 @@ def test_a_dependency_returning_no_id_is_a_host_bug() -> None:
 
 def test_scripts_are_served_to_anyone(world: Host) -> None:
     for path, name in (("/sw.js", "notifier-sw.js"), ("/notifier-missed.js", "notifier-missed.js"),
-                       ("/notifier-subscribe.js", "notifier-subscribe.js")):  # fmt: skip
+                       ("/notifier-subscribe.js", "notifier-subscribe.js"),
+                       ("/notifier-settings.js", "notifier-settings.js")):  # fmt: skip
         answer = one("GET", path, None)
         assert answer.status_code == 200 and answer.content == (STATIC / name).read_bytes()
         assert answer.headers["content-type"].startswith("text/javascript")
@@ -275,7 +278,7 @@ def test_outages_answer_503_or_degrade(world: Host, host_rt: Runtime) -> None:
 def test_the_openapi_schema_builds() -> None:
     paths = app_with().openapi()["paths"]
     assert set(paths) == {f"{PREFIX}{p}" for p in ("/vapid-public-key", "/subscriptions", "/dialogs/{dialog_id}/read",
-                                                    "/presence", "/stats", "/missed")}  # fmt: skip
+                                                    "/presence", "/stats", "/missed", "/preferences")}  # fmt: skip
 
 
 
@@ -283,3 +286,110 @@ def test_the_kit_states_its_public_api() -> None:
     import notifier.integrations.fastapi as kit
 
     assert kit.__all__ == ["notifier_router"]
+
+
+PREFERENCES = {"push": True, "email": False, "language": "en", "time_zone": "Asia/Yekaterinburg",
+               "quiet_hours": {"start": "22:30", "end": "07:15"}, "muted_dialogs": [500, 100]}  # fmt: skip
+
+
+def test_preferences_are_the_callers_own(world: Host, host_rt: Runtime) -> None:
+    answers = call(
+        ("GET", "/preferences", OWNER, None),
+        ("PUT", "/preferences", OWNER, PREFERENCES),
+        ("GET", "/preferences", OWNER, None),
+        ("GET", "/preferences", MEMBER, None),
+    )
+    assert [a.status_code for a in answers] == [200, 200, 200, 200]
+    empty = {"push": None, "email": None, "language": None, "time_zone": None, "quiet_hours": None, "muted_dialogs": []}
+    assert answers[0].json() == empty and answers[3].json() == empty  # the member's are untouched
+    assert answers[1].json() == answers[2].json() == {**PREFERENCES, "muted_dialogs": [100, 500]}
+    assert client.get_preferences(OWNER)["time_zone"] == "Asia/Yekaterinburg"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"time_zone": "Mars/Olympus_Mons"}, "time_zone"),
+        ({"quiet_hours": {"start": "24:00", "end": "07:00"}}, "quiet_hours.start"),
+        ({"quiet_hours": {"start": "22:00", "end": "7am"}}, "quiet_hours.end"),
+        ({"sms": True}, "sms"),
+        ({"push": "yes"}, "push"),
+        ({"language": "de"}, "language"),
+        ({"muted_dialogs": [0]}, "muted_dialogs"),
+    ],
+)
+def test_bad_preferences_are_a_422_naming_the_field(world: Host, host_rt: Runtime, change: dict[str, Any], named: str) -> None:
+    before = client.get_preferences(OWNER)
+    answer = one("PUT", "/preferences", OWNER, {**PREFERENCES, **change})
+    assert answer.status_code == 422 and named in answer.json()["detail"]
+    assert client.get_preferences(OWNER) == before  # nothing changed
+
+
+def test_put_takes_the_whole_object(world: Host, host_rt: Runtime) -> None:
+    partial = {k: v for k, v in PREFERENCES.items() if k != "muted_dialogs"}
+    answer = one("PUT", "/preferences", OWNER, partial)
+    assert answer.status_code == 422 and "muted_dialogs" in answer.json()["detail"]
+
+
+SECRET = "k" * 40
+
+
+@pytest.fixture
+def signing(host_rt: Runtime) -> str:
+    set_settings(dataclasses.replace(host_rt.settings, public_url="https://panel/api/notifier", secret_key=SECRET,
+                                     settings_url="https://panel/settings/notifications"))
+    return SECRET
+
+
+def form_post(path: str) -> httpx.Response:
+    """What a mail client does for List-Unsubscribe-Post (RFC 8058): no cookie, no Authorization."""
+    async def main() -> httpx.Response:
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_with()), base_url="http://panel") as http:
+                return await http.post(PREFIX + path, content=b"List-Unsubscribe=One-Click",
+                                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def test_one_click_unsubscribe_turns_email_off_without_a_login(world: Host, signing: str) -> None:
+    from notifier.enums import Channel
+    from notifier.unsubscribe import make_token
+
+    client.set_preferences(OWNER, language="en")
+    token = make_token(signing, OWNER, Channel.EMAIL, time.time())
+    page = one("GET", f"/unsubscribe?token={token}", None)  # a link scanner, or a person before clicking
+    assert page.status_code == 200 and "<form method=\"post\">" in page.text and "Unsubscribe" in page.text
+    assert client.get_preferences(OWNER)["email"] is None  # looking changes nothing
+    done = form_post(f"/unsubscribe?token={token}")
+    assert done.status_code == 200 and "You are unsubscribed" in done.text
+    assert "https://panel/settings/notifications" in done.text
+    assert client.get_preferences(OWNER)["email"] is False
+    assert client.get_preferences(MEMBER)["email"] is None
+
+
+@pytest.mark.parametrize("how", ["forged", "altered", "expired", "missing"])
+def test_a_bad_unsubscribe_token_is_a_4xx_and_changes_nothing(world: Host, signing: str, how: str) -> None:
+    from notifier.enums import Channel
+    from notifier.unsubscribe import LIFETIME_SECONDS, make_token
+
+    good = make_token(signing, OWNER, Channel.EMAIL, time.time())
+    token = {
+        "forged": make_token("f" * 40, OWNER, Channel.EMAIL, time.time()),
+        "altered": make_token(signing, MEMBER, Channel.EMAIL, time.time()).split(".")[0] + "." + good.split(".")[1],
+        "expired": make_token(signing, OWNER, Channel.EMAIL, time.time() - LIFETIME_SECONDS - 1),
+        "missing": "",
+    }[how]
+    for answer in (form_post(f"/unsubscribe?token={token}"), one("GET", f"/unsubscribe?token={token}", None)):
+        assert answer.status_code == 400 and "Ссылка недействительна" in answer.text
+    assert client.get_preferences(OWNER)["email"] is None and client.get_preferences(MEMBER)["email"] is None
+
+
+def test_reading_over_http_asks_for_shown_notifications_to_be_cleared(world: Host, host_rt: Runtime) -> None:
+    last = world.message(100, "a")
+    assert one("POST", "/dialogs/100/read", OUTSIDER, {"message_id": last}).status_code == 404
+    assert host_rt.store.pop_clears(10) == []  # refused: nothing asked
+    assert one("POST", "/dialogs/100/read", OWNER, {"message_id": last}).status_code == 204
+    assert host_rt.store.pop_clears(10) == [100]  # the worker's dispatcher takes it from here

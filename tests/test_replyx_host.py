@@ -348,3 +348,108 @@ def test_the_panel_subscribes_through_the_kit_with_its_own_auth(world: World, ho
 def subscribe_plain(tab: Tab, options: str) -> Any:
     return tab.evaluate(f"window.notifierSubscribe({options})")
 
+
+
+SETTINGS_FAKE_PUSH = """
+(() => {
+  // headless Chromium has no push service: the browser's side of subscribing, with a real subscription's JSON.
+  const proto = PushManager.prototype;
+  const json = __SUBSCRIPTION__;
+  let current = null;
+  const fake = () => ({ endpoint: json.endpoint, expirationTime: null, options: {}, toJSON() { return json; },
+                        unsubscribe: async () => { current = null; return true; } });
+  proto.getSubscription = async function () { return current; };
+  proto.subscribe = async function () { current = fake(); return current; };
+  return true;
+})()
+"""
+
+
+def panel_state(tab: Tab) -> dict[str, Any]:
+    state: dict[str, Any] = tab.evaluate("""(() => {
+      const q = (sel) => document.querySelector('#notification-settings ' + sel);
+      return {
+        push: q('[data-ntf=push-state]').textContent,
+        pushButton: q('[data-ntf=push-toggle]').textContent,
+        email: q('input[name=email]').checked,
+        quiet: q('input[name=quiet]').checked,
+        start: q('input[name=quiet_start]').value,
+        end: q('input[name=quiet_end]').value,
+        zone: q('select[name=time_zone]').value,
+        muted: Array.from(document.querySelectorAll('[data-ntf=muted-list] li span')).map((s) => s.textContent),
+      };
+    })()""")
+    return state
+
+
+def test_the_settings_panel_reads_and_saves_a_managers_choices(world: World, hostdb: Host, engine: Engine, browser: Cdp,
+                                                               tmp_path: Any) -> None:
+    """notifier-settings.js on the example host's settings page, against the kit: it shows what is stored,
+    turns push on for this browser (saved through the kit), and saves email off, quiet hours in a zone and a
+    muted dialog with PUT /preferences; a reload shows them. The screenshot goes to the README."""
+    import base64
+    import os
+    import shutil
+    from pathlib import Path
+
+    tenants(hostdb)
+    origin = world.host.url
+    browser.send("Browser.grantPermissions", {"permissions": ["notifications"], "origin": origin})
+    tab = Tab.open(browser, "about:blank")
+    try:
+        # A Russian manager's browser (24-hour time inputs), a laptop-sized window.
+        browser.send("Emulation.setLocaleOverride", {"locale": "ru-RU"}, tab.session)
+        browser.send("Emulation.setDeviceMetricsOverride",
+                     {"width": 640, "height": 1000, "deviceScaleFactor": 1, "mobile": False}, tab.session)
+        browser.send("Page.navigate", {"url": f"{origin}/settings/notifications?token={token(1)}"}, tab.session)
+        tab.wait_for("window.settingsReady", what="the settings panel")
+        assert panel_state(tab) == {"push": "Выключены", "pushButton": "Включить", "email": True, "quiet": False,
+                                    "start": "22:00", "end": "08:00", "zone": panel_state(tab)["zone"], "muted": []}
+        subscription = world.push.new_subscription("settings-panel")
+        tab.evaluate(SETTINGS_FAKE_PUSH.replace("__SUBSCRIPTION__", json.dumps(subscription)))
+        tab.evaluate("document.querySelector('[data-ntf=push-toggle]').click(), true")
+        tab.wait_for("document.querySelector('[data-ntf=push-state]').textContent === 'Включены'", what="push on")
+        assert endpoints(engine) == [(1, subscription["endpoint"])]
+
+        tab.evaluate("""(() => {
+          const q = (sel) => document.querySelector('#notification-settings ' + sel);
+          const set = (el, value) => { el.value = value; el.dispatchEvent(new Event('change')); };
+          const email = q('input[name=email]'); email.checked = false; email.dispatchEvent(new Event('change'));
+          const quiet = q('input[name=quiet]'); quiet.checked = true; quiet.dispatchEvent(new Event('change'));
+          set(q('input[name=quiet_start]'), '22:30');
+          set(q('input[name=quiet_end]'), '07:15');
+          set(q('select[name=time_zone]'), 'Asia/Yekaterinburg');
+          q('input[name=mute_dialog]').value = '101';
+          q('section[data-ntf=muted] button').click();
+          q('[data-ntf=save]').click();
+          return true;
+        })()""")
+        tab.wait_for("document.querySelector('#notification-settings [role=status]').textContent === 'Сохранено'",
+                     what="the save to succeed")
+        assert client_preferences(world, 1) == {
+            "push": None, "email": False, "language": None, "time_zone": "Asia/Yekaterinburg",
+            "quiet_hours": {"start": "22:30", "end": "07:15"}, "muted_dialogs": [101],
+        }
+        tab.evaluate("window.settingsPanel.reload().then(() => true)")
+        after = panel_state(tab)
+        assert (after["push"], after["email"], after["quiet"], after["start"], after["end"], after["zone"], after["muted"]) == (
+            "Включены", False, True, "22:30", "07:15", "Asia/Yekaterinburg", ["Диалог №101"])
+        height = tab.evaluate("Math.ceil(document.querySelector('#notification-settings').getBoundingClientRect().bottom)")
+        clip = {"x": 0, "y": 0, "width": 640, "height": height + 24, "scale": 1}
+        shot = browser.send("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True},
+                            tab.session)
+        data = base64.b64decode(shot["data"])
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+        (tmp_path / "settings-panel.png").write_bytes(data)
+        if os.environ.get("NOTIFIER_SCREENSHOT_DIR"):
+            shutil.copy(tmp_path / "settings-panel.png", Path(os.environ["NOTIFIER_SCREENSHOT_DIR"]))
+    finally:
+        browser.send("Browser.resetPermissions")
+        tab.close()
+
+
+def client_preferences(world: World, manager_id: int) -> dict[str, Any]:
+    answer = httpx.get(f"{world.host.url}/api/notifier/preferences", headers=bearer(token(manager_id)), timeout=10)
+    assert answer.status_code == 200, answer.text
+    prefs: dict[str, Any] = answer.json()
+    return prefs

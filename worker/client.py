@@ -23,8 +23,10 @@ import redis
 from notifier import ledger, snapshot
 from notifier.config import get_settings
 from notifier.decide import visible_tenants
+from notifier.enums import Channel
 from notifier.offload import run_blocking
 from notifier.outages import map_outages
+from notifier.unsubscribe import read_token
 from notifier.validate import check_id
 from worker._conn import aclose, async_store, hot, stats, store
 from worker._conn import engine as _engine
@@ -54,6 +56,7 @@ __all__ = [
     "set_language",
     "set_preferences",
     "stats",
+    "unsubscribe",
 ]
 
 log = logging.getLogger(__name__)
@@ -169,6 +172,17 @@ def set_preferences(manager_id: int, **fields: Any) -> dict[str, Any]:
     with map_outages():
         ledger.set_preferences(_engine(), manager_id, fields)
     return get_preferences(manager_id)
+
+
+def unsubscribe(token: str) -> tuple[int, Channel]:
+    """One-click unsubscribe (RFC 8058): turn off the channel a signed link names, for the manager it names.
+    Returns (manager id, channel); a forged, altered, malformed or expired token raises InvalidInput and
+    changes nothing. Needs NOTIFIER_SECRET_KEY (ConfigError without it)."""
+    manager_id, channel = read_token(get_settings().secret_key, token, time.time())
+    with map_outages():
+        ledger.set_preferences(_engine(), manager_id, {"email" if channel is Channel.EMAIL else "push": False})
+    log.info("unsubscribe manager=%s channel=%s reason=one_click", manager_id, channel.value)
+    return manager_id, channel
 
 
 def may_see_dialog(manager_id: int, dialog_id: int) -> bool:

@@ -23,6 +23,7 @@ from notifier.integrations.fastapi import notifier_router
 from worker import client
 
 PAGE = Path(__file__).with_name("admin.html")
+SETTINGS_PAGE = Path(__file__).with_name("settings.html")
 FAVICON = (
     b'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" viewBox="0 0 64 64">'
     b'<rect width="64" height="64" rx="12" fill="#3b5bdb"/></svg>'
@@ -120,6 +121,11 @@ async def healthz() -> dict[str, int]:
 @app.get("/admin", response_class=HTMLResponse)
 async def admin_page() -> str:
     return PAGE.read_text(encoding="utf-8")
+
+
+@app.get("/settings/notifications", response_class=HTMLResponse)
+async def settings_page() -> str:
+    return SETTINGS_PAGE.read_text(encoding="utf-8")
 
 
 @app.get("/favicon.svg")

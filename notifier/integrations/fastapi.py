@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -28,13 +29,15 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict
 
-from notifier import ledger, snapshot
+from notifier import snapshot
 from notifier.config import get_settings
 from notifier.db import get_engine
 from notifier.errors import ConfigError, InvalidInput, Unavailable
+from notifier.integrations.pages import unsubscribe_page as _page
 from notifier.offload import run_blocking
 from notifier.outages import map_outages
 from notifier.pushkeys import load_vapid_private_key
+from notifier.unsubscribe import read_token
 from notifier.validate import check_id
 from worker import client
 
@@ -48,7 +51,9 @@ SCRIPTS = {
     "sw.js": "notifier-sw.js",
     "notifier-subscribe.js": "notifier-subscribe.js",
     "notifier-missed.js": "notifier-missed.js",
+    "notifier-settings.js": "notifier-settings.js",
 }
+PREFERENCE_FIELDS = ("push", "email", "language", "time_zone", "quiet_hours", "muted_dialogs")
 NOT_FOUND = "Not Found"  # FastAPI's own words for an unknown path: a hidden dialog looks like no dialog
 
 
@@ -96,7 +101,8 @@ def _public_key(private_key: str) -> str:
 
 def _mark_read(manager_id: int, dialog_id: int, message_id: int) -> bool:
     """Move the pointer, at most to the dialog's newest message (a pointer past it would silence this
-    manager's future notifications for the dialog). False when the manager may not see the dialog."""
+    manager's future notifications for the dialog), and have notifications on screens cleared. False when
+    the manager may not see the dialog."""
     engine = get_engine(get_settings().database_url)
     with map_outages():
         with engine.connect() as conn:
@@ -105,7 +111,7 @@ def _mark_read(manager_id: int, dialog_id: int, message_id: int) -> bool:
             return False
         pointer = min(message_id, access.last_message_id)
         if pointer > 0:
-            ledger.mark_read(engine, dialog_id, manager_id, pointer)
+            client.mark_read(dialog_id, manager_id, pointer)
     return True
 
 
@@ -188,6 +194,51 @@ def notifier_router(current_manager_id: Callable[..., Any]) -> APIRouter:
     async def missed(manager: int = authenticated) -> list[dict[str, Any]]:
         with _answers():
             return await client.amissed(manager)
+
+    @router.get("/preferences")
+    async def get_preferences(manager: int = authenticated) -> dict[str, Any]:
+        with _answers():
+            return await run_blocking(client.get_preferences, manager)
+
+    @router.put("/preferences")
+    async def put_preferences(body: Annotated[dict[str, Any], Body()], manager: int = authenticated) -> dict[str, Any]:
+        """The whole object, as GET returns it; an unknown field, zone or time is a 422 naming it."""
+        with _answers():
+            missing = [f for f in PREFERENCE_FIELDS if f not in body]
+            if missing:
+                raise InvalidInput(f"preferences must have every field; missing: {', '.join(missing)}")
+            return await run_blocking(lambda: client.set_preferences(manager, **body))
+
+    # One-click unsubscribe (RFC 8058): no login, the signed token is the authority. GET only shows a page
+    # with a button (link scanners must not unsubscribe anybody); POST, from that button or from the mail
+    # client's List-Unsubscribe-Post, turns the channel off. A bad token is a 400 and changes nothing.
+    def language_of(manager: int | None) -> str:
+        settings = get_settings()
+        chosen = client.get_preferences(manager)["language"] if manager is not None else None
+        return str(chosen or settings.default_language)
+
+    def html(kind: str, manager: int | None, status: int = 200, form: bool = False) -> Response:
+        page = _page(language_of(manager), kind, get_settings().settings_url, form)
+        return Response(page, status_code=status, media_type="text/html", headers={"Cache-Control": "no-store"})
+
+    @router.get("/unsubscribe", include_in_schema=False)
+    async def unsubscribe_page(token: str = "") -> Response:
+        try:
+            manager, _channel = read_token(get_settings().secret_key, token, time.time())
+        except (InvalidInput, ConfigError):
+            return await run_blocking(html, "bad", None, 400)
+        return await run_blocking(html, "ask", manager, 200, True)
+
+    @router.post("/unsubscribe", include_in_schema=False)
+    async def unsubscribe(token: str = "") -> Response:
+        try:
+            with map_outages():
+                manager, _channel = await run_blocking(client.unsubscribe, token)
+        except (InvalidInput, ConfigError):
+            return await run_blocking(html, "bad", None, 400)
+        except Unavailable:
+            raise HTTPException(503, detail="database unavailable, try again") from None
+        return await run_blocking(html, "done", manager)
 
     def script_route(path: str, filename: str) -> None:
         headers = {"Cache-Control": "no-cache"}

@@ -59,7 +59,8 @@
     '.ntf button{font:inherit;border:1px solid #4f46e5;background:#4f46e5;color:#fff;border-radius:8px;padding:6px 14px;cursor:pointer}',
     '.ntf button.plain{background:#fff;color:#4f46e5}',
     '.ntf button:disabled{opacity:.5;cursor:default}',
-    '.ntf input[type=time],.ntf select,.ntf input[type=number]{font:inherit;padding:4px 6px;border:1px solid #cfd4e0;border-radius:6px}',
+    '.ntf input[type=text],.ntf select,.ntf input[type=number]{font:inherit;padding:4px 6px;border:1px solid #cfd4e0;border-radius:6px}',
+    '.ntf input[name^=quiet_]{width:4.5em;text-align:center}',
     '.ntf ul{list-style:none;margin:6px 0;padding:0}',
     '.ntf li{display:flex;justify-content:space-between;align-items:center;padding:4px 0}',
     '.ntf .status{margin-left:12px}',
@@ -204,8 +205,13 @@
 
     function quietSection(draft) {
       const quiet = draft.quiet_hours || { start: '22:00', end: '08:00' };
-      const start = el('input', { type: 'time', name: 'quiet_start', value: quiet.start });
-      const end = el('input', { type: 'time', name: 'quiet_end', value: quiet.end });
+      // Plain HH:MM text, not <input type=time>: that one follows the browser's locale (10:30 PM).
+      const time = (name, value) => el('input', {
+        type: 'text', name, value, inputmode: 'numeric', maxlength: '5', size: '5', placeholder: 'HH:MM',
+        pattern: '([01][0-9]|2[0-3]):[0-5][0-9]', autocomplete: 'off',
+      });
+      const start = time('quiet_start', quiet.start);
+      const end = time('quiet_end', quiet.end);
       const zone = el('select', { name: 'time_zone' }, timeZones(draft.time_zone).map((z) => el('option', { value: z, text: z })));
       zone.value = draft.time_zone || Intl.DateTimeFormat().resolvedOptions().timeZone || 'Europe/Moscow';
       const sync = () => {
