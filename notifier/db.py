@@ -85,6 +85,13 @@ def get_engine(url: str) -> Engine:
     return engine
 
 
+def dispose(url: str) -> None:
+    """Close this process's engine for `url` (its pooled connections), if there is one."""
+    with _lock:
+        for key in [k for k in _engines if k[1] == url]:
+            _engines.pop(key).dispose()
+
+
 def dispose_all() -> None:
     with _lock:
         for engine in _engines.values():

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from notifier import host, models
 from notifier.config import Settings, load_settings, set_settings
-from notifier.db import dispose_all, get_engine, normalize_url
+from notifier.db import dispose, get_engine, normalize_url
 from notifier.migrate import upgrade
 from notifier.redis_conn import reset_clients
 from notifier.runtime import Runtime, build_runtime, set_runtime
@@ -70,10 +70,11 @@ def fresh_database(tmp_path_factory: pytest.TempPathFactory, label: str) -> Iter
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # noqa: BLE001 - turned into a clear failure
         pytest.fail(f"PostgreSQL is required for NOTIFIER_TEST_DB=postgresql but {admin_url} did not answer: {exc}")
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        yield url
     finally:
-        dispose_all()
+        dispose(url)  # this database's engine only: another test's engine may still be in use
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -106,11 +107,12 @@ def replyx_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="session")
-def engine(db_url: str) -> Engine:
+def engine(db_url: str) -> Iterator[Engine]:
     eng = get_engine(db_url)
     host.host_metadata.create_all(eng)
     upgrade(eng)
-    return eng
+    yield eng
+    eng.dispose()
 
 
 @pytest.fixture(scope="session")
