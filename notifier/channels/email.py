@@ -57,9 +57,15 @@ def build_message(settings: Settings, target: EmailTarget, rendered: RenderedEma
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
-    msg.set_content(rendered.text, charset="utf-8")
-    msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
+    msg.set_content(rendered.text, charset="utf-8", cte=_transfer_encoding(rendered.text))
+    msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte=_transfer_encoding(rendered.html))
     return msg
+
+
+def _transfer_encoding(body: str) -> str:
+    """Quoted-printable keeps ASCII readable; anything else (Cyrillic) is shorter in base64. Chosen here
+    because the email package, left to choose, encodes the whole body both ways to compare."""
+    return "quoted-printable" if body.isascii() else "base64"
 
 
 def message_bytes(msg: EmailMessage) -> bytes:
