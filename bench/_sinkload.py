@@ -43,7 +43,7 @@ def sample_mail(i: int) -> bytes:
     text = "Здравствуйте! Подскажите, пожалуйста, есть ли доставка в Екатеринбург и сколько она стоит? " * 8
     msg.set_content(text, charset="utf-8", cte="quoted-printable")
     msg.add_alternative(f"<html><body><p>{text}</p></body></html>", subtype="html", charset="utf-8", cte="quoted-printable")
-    return msg.as_bytes()
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))  # smtplib sends bytes as they are
 
 
 def naive_smtp(port: int, n: int) -> Rate:
