@@ -30,6 +30,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench import _fleet
 from bench._machine import describe, format_machine
@@ -106,7 +107,7 @@ def celery_round_trip(folder: Path, redis_url: str, count: int = ECHO_ROUND_TRIP
 
     proc = WorkerProc(folder, {"BENCH_BROKER": url}, name="echo", app="bench._echo_app", queues="celery", quiet=True)
     proc.start()
-    r = redis.Redis.from_url(url)
+    r: Any = redis.Redis.from_url(url)
     try:
         for _ in range(count):
             _echo_app.stamp.apply_async((time.time(),))

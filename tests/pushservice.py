@@ -143,7 +143,7 @@ class _Server(ThreadingHTTPServer):
             return
         service._handshake_done(request, tls, None)
         try:
-            self.RequestHandlerClass(tls, client_address, self)
+            _Handler(tls, client_address, self)
         except (ssl.SSLError, OSError):
             pass  # a client that went away mid-request
         finally:
