@@ -85,7 +85,7 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, diag: Call
 
 
 class WorkerProc:
-    """A real `celery -A worker worker` subprocess (queues `notifier` unless `queues` says
+    """A real `celery -A worker worker` subprocess (queues `notifier` and `notifier.send` unless `queues` says
     otherwise; the solo pool unless `pool` says otherwise,
     e.g. `pool="prefork", concurrency=2`), optionally with embedded beat, without Celery's start-up banner
     (`quiet`), and with extra worker arguments. `app` names another Celery app (a benchmark's baseline).
@@ -98,7 +98,7 @@ class WorkerProc:
 
     def __init__(self, folder: Path, env: Mapping[str, str], beat: bool = False, name: str | None = None,
                  loglevel: str = "info", pool: str = "solo", concurrency: int | None = None, quiet: bool = False,
-                 extra_args: tuple[str, ...] = (), queues: str = "notifier", app: str = "worker") -> None:
+                 extra_args: tuple[str, ...] = (), queues: str = "notifier,notifier.send", app: str = "worker") -> None:
         self.queues = queues
         self.app = app
         self.name = name or f"w{os.getpid()}n{next(self._ids)}"
