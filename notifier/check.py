@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
+
 from notifier import ledger, metrics, snapshot
 from notifier.config import Settings
 from notifier.decide import CheckInput, Decision, RecipientState, decide
@@ -81,11 +83,15 @@ def gather(rt: Runtime, dialog_id: int, now: float) -> Gathered:
     return gather_many(rt, [dialog_id], now)[dialog_id]
 
 
-def gather_many(rt: Runtime, dialog_ids: list[int], now: float) -> dict[int, Gathered]:
-    """`gather` for a chunk of dialogs, with one database read for all of them (`snapshot.load_dialogs`).
-    Redis first, as for one dialog: a message scheduled meanwhile is in the database read, not missed."""
+def gather_many(rt: Runtime, dialog_ids: list[int], now: float, conn: Connection | None = None) -> dict[int, Gathered]:
+    """`gather` for a chunk of dialogs, with one database read for all of them (`snapshot.load_dialogs`),
+    on `conn` if given. Redis first, as for one dialog: a message scheduled meanwhile is in the database
+    read, not missed."""
     seen = {d: rt.store.seen_times(d) for d in dialog_ids}
-    with rt.engine.connect() as conn:
+    if conn is None:
+        with rt.engine.connect() as own:
+            snaps = snapshot.load_dialogs(own, dialog_ids, now, rt.push_enabled)
+    else:
         snaps = snapshot.load_dialogs(conn, dialog_ids, now, rt.push_enabled)
     out: dict[int, Gathered] = {}
     for dialog_id in dialog_ids:
