@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Connection
-
 from notifier import ledger, metrics, snapshot
 from notifier.config import Settings
 from notifier.decide import CheckInput, Decision, RecipientState, decide
@@ -83,7 +81,7 @@ def gather(rt: Runtime, dialog_id: int, now: float) -> Gathered:
     return gather_many(rt, [dialog_id], now)[dialog_id]
 
 
-def gather_many(rt: Runtime, dialog_ids: list[int], now: float, conn: Connection | None = None) -> dict[int, Gathered]:
+def gather_many(rt: Runtime, dialog_ids: list[int], now: float, conn: snapshot.Connection | None = None) -> dict[int, Gathered]:
     """`gather` for a chunk of dialogs, with one database read for all of them (`snapshot.load_dialogs`),
     on `conn` if given. Redis first, as for one dialog: a message scheduled meanwhile is in the database
     read, not missed."""

@@ -39,7 +39,7 @@ def imports(path: Path, top_level_only: bool = False) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("name", ["check", "deliver", "reconcile", "cli"])
+@pytest.mark.parametrize("name", ["check", "deliver", "sending", "reconcile", "cli"])
 def test_orchestration_holds_no_sql(name: str) -> None:
     used = imports(REPO / "notifier" / f"{name}.py")
     assert not any(m == "sqlalchemy" or m.startswith("sqlalchemy.") for m in used), sorted(used)

@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from notifier import models
+from notifier import host, models
 from notifier.check import dispatch, run_checks
 from notifier.config import load_settings
 from notifier.deliver import DeliveryOutcome
-from notifier.enums import Channel, DeliveryStatus
+from notifier.enums import Channel, DeliveryStatus, Reason
 from notifier.errors import ConfigError, Unavailable
 from notifier.pushkeys import generate_vapid_keys
 from notifier.runtime import Runtime
@@ -96,6 +96,31 @@ def test_a_batch_runs_deliveries_at_once_bounded_per_mail_server(crt: Runtime, h
     assert crt.lanes().peak[lane] == PER_HOST
     assert crt.email_sender().connections_opened == PER_HOST
     assert set(statuses(crt).values()) == {DeliveryStatus.SENT.value}
+
+
+def test_a_group_decides_each_delivery_again_as_if_alone(base_env: dict[str, str], engine: object,
+                                                         redis_server: object, hostdb: Host,
+                                                         smtp_server: SmtpServer) -> None:
+    """Eight in flight per server: groups of four, read and decided together. What changed for one recipient
+    between the check and the send stops that one only."""
+    with runtime_for(load_settings({**base_env, "NOTIFIER_MAX_IN_FLIGHT_PER_HOST": "8"})) as rt:
+        now = dialogs_due(hostdb, range(1, 5))
+        ids = due_deliveries(rt, now)
+        assert len(ids) == 4
+        with rt.engine.connect() as conn:
+            newest = conn.execute(select(func.max(host.dialog_messages.c.id)).where(
+                host.dialog_messages.c.dialog_id == 1002)).scalar_one()
+        client.mark_read(1002, 2, newest)  # owner 2 read the dialog meanwhile
+        client.set_preferences(3, email=False)  # owner 3 turned email off meanwhile
+        smtp_server.stall_next(4, 0.3)
+        result = run_batch(rt, ids, lambda d, o: None, wait_seconds=30, now=now)
+        assert rt.lanes().lane(lane_for(Route(Channel.EMAIL, None), rt.settings)).group_size == 4
+        assert result.count("sent") == 2 and result.count("skipped") == 2
+        assert sorted(m.rcpt_tos for m in smtp_server.wait_for(2)) == [("owner1@example.com",), ("owner4@example.com",)]
+        with rt.engine.connect() as conn:
+            reasons = dict(conn.execute(select(models.deliveries.c.manager_id, models.deliveries.c.reason)).all())
+        assert (reasons[2], reasons[3]) == (Reason.READ.value, Reason.CHANNEL_OFF.value)
+        assert rt.lanes().peak[lane_for(Route(Channel.EMAIL, None), rt.settings)] == 2  # both sends at once
 
 
 def test_a_stalled_mail_server_holds_up_only_its_own_deliveries(crt: Runtime, hostdb: Host,

@@ -8,6 +8,8 @@ Public: `DialogSnapshot`, `Subscription`, `load_dialog`, `load_dialogs`, `load_p
 `load_missed`, `MISSED_LIMIT`; for sending `Route`, `load_routes`.
 """
 
+from sqlalchemy import Connection  # the type of what every read takes, for callers outside this package
+
 from notifier.snapshot.access import DialogAccess, load_viewer, visible_dialog
 from notifier.snapshot.clears import load_pushed
 from notifier.snapshot.dialog import (
@@ -38,6 +40,7 @@ from notifier.snapshot.prefs import load_stored
 from notifier.snapshot.routes import Route, load_routes
 
 __all__ = [
+    "Connection",
     "Route",
     "load_routes",
     "MISSED_LIMIT",
