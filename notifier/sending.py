@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -148,7 +149,9 @@ class BatchResult:
                    if isinstance(o, DeliveryOutcome) and o.status is not None and o.status.value == status)
 
 
-def _group(rt: Runtime, lane: Lane, delivery_ids: list[int], finished: Finished, now: float | None) -> dict[int, Outcome]:
+def _group(rt: Runtime, lane: Lane, delivery_ids: list[int], finished: Finished, now: float | None,
+           started: threading.Event) -> dict[int, Outcome]:
+    started.set()
     results: dict[int, Outcome]
     try:
         with map_outages():
@@ -165,10 +168,12 @@ def _group(rt: Runtime, lane: Lane, delivery_ids: list[int], finished: Finished,
 
 
 def run_batch(rt: Runtime, delivery_ids: list[int], finished: Finished, wait_seconds: float,
-              now: float | None = None) -> BatchResult:
+              now: float | None = None, until_started: bool = False) -> BatchResult:
     """Send a batch on this process's lanes. `finished(id, outcome)` runs in the lane as each one ends
-    (the caller queues retries there); the batch returns when all have ended or after `wait_seconds`.
-    `now` (tests) stands for the clock of every delivery of the batch."""
+    (the caller queues retries there); the batch returns when all have ended or after `wait_seconds`,
+    or, `until_started`, as soon as each of its groups has begun (a lane with a free thread took it): the
+    worker then takes its next batch while these sends are in flight, and waits only while its lanes are
+    full. `now` (tests) stands for the clock of every delivery of the batch."""
     with map_outages(), rt.engine.connect() as conn:
         routes = snapshot.load_routes(conn, delivery_ids)
     by_lane: dict[str, list[int]] = {}
@@ -176,12 +181,20 @@ def run_batch(rt: Runtime, delivery_ids: list[int], finished: Finished, wait_sec
         by_lane.setdefault(lane_for(routes.get(delivery_id), rt.settings), []).append(delivery_id)
     lanes = rt.lanes()
     futures: dict[Future[dict[int, Outcome]], list[int]] = {}
+    starts: list[threading.Event] = []
     for name, ids in by_lane.items():
         lane = lanes.lane(name)
         for i in range(0, len(ids), lane.group_size):
             group = ids[i : i + lane.group_size]
-            futures[lane.submit(partial(_group, rt, lane, group, finished, now))] = group
-    wait(futures, timeout=wait_seconds)
+            starts.append(threading.Event())
+            futures[lane.submit(partial(_group, rt, lane, group, finished, now, starts[-1]))] = group
+    if until_started:
+        deadline = time.monotonic() + wait_seconds
+        for event in starts:
+            if not event.wait(max(0.0, deadline - time.monotonic())):
+                break
+    else:
+        wait(futures, timeout=wait_seconds)
     result = BatchResult()
     for future, group in futures.items():
         if not future.done():

@@ -23,7 +23,7 @@ MAX_CELERY_COUNTDOWN = 300
 RETENTION_INTERVAL = 3600  # seconds between retention runs; each deletes in bounded batches
 RETENTION_TIME_LIMIT = 600
 BATCH_TIME_LIMIT = 60
-BATCH_WAIT = 2.0  # a batch task waits this long for its deliveries; the rest finish in the background
+BATCH_WAIT = 2.0  # a batch task waits at most this long for its deliveries to start; they finish in the background
 # Two queues, so that dispatch and checks never wait behind a backlog of sends: `notifier` carries the
 # control work (dispatch, checks, reconcile, retention), `notifier.send` the deliveries and clears.
 CONTROL_QUEUE = "notifier"
