@@ -1,0 +1,368 @@
+"""The Redis-side phases of `bench.scale`, each returning a plain result for one backlog size N.
+
+Every phase runs against the benchmark's private redis-server: DB 0 holds our keys (and the `notifier`
+Celery queue), DB 1 the bare Celery baseline's queue, DB 2 the previous layout's keys for comparison.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.pending import Worker, key_bytes, rss_mb, used_memory, wait_ready
+
+FAR = 86400.0  # grace of the backlog: nothing falls due while it is measured
+BACKLOG_BASE = 1_000_000  # dialog ids of the N pending dialogs
+FRESH_BASE = 50_000_000  # dialog ids opened by the timed "first message" calls
+MESSAGE_BASE = 100_000_000
+FILL_BATCH = 1000  # Lua calls per pipeline when filling the backlog
+OUR_QUEUE = "notifier"
+
+
+# ---------------------------------------------------------------------------------------------- filling
+
+
+def fill_backlog(r: Any, n: int, seen_at: float, grace: float, base: int = BACKLOG_BASE) -> None:
+    """N pending dialogs, one message each, written by the schedule script itself (pipelined)."""
+    from notifier.store import SCHEDULE_LUA, schedule_args, schedule_keys
+
+    script = r.register_script(SCHEDULE_LUA)
+    pipe = r.pipeline(transaction=False)
+    for i, dialog_id in enumerate(range(base, base + n), 1):
+        args = schedule_args(dialog_id, MESSAGE_BASE + dialog_id, seen_at, grace)
+        script(keys=schedule_keys(dialog_id), args=args, client=pipe)
+        if i % FILL_BATCH == 0:
+            pipe.execute()
+    pipe.execute()
+
+
+def fill_legacy(r: Any, n: int, seen_at: float, grace: float, base: int = BACKLOG_BASE) -> None:
+    """The same backlog as the previous layout stored it: the pending zset, a `seen` hash with
+    "message=time" per dialog and a `latest` hash (what a not yet upgraded API process still writes)."""
+    from notifier.store import LEGACY_LATEST, LEGACY_SEEN, PENDING
+
+    pipe = r.pipeline(transaction=False)
+    for i, dialog_id in enumerate(range(base, base + n), 1):
+        message = MESSAGE_BASE + dialog_id
+        pipe.hset(LEGACY_LATEST, str(dialog_id), str(message))
+        pipe.hset(LEGACY_SEEN, str(dialog_id), f"{message}={seen_at!r}")
+        pipe.zadd(PENDING, {str(dialog_id): seen_at + grace}, lt=True)
+        if i % FILL_BATCH == 0:
+            pipe.execute()
+    pipe.execute()
+
+
+def our_keys(r: Any) -> list[str]:
+    from notifier.store import LEGACY_LATEST, LEGACY_SEEN, PENDING, SEEN_PREFIX
+
+    return [PENDING, LEGACY_SEEN, LEGACY_LATEST, *r.scan_iter(SEEN_PREFIX + "*", count=1000)]
+
+
+# ---------------------------------------------------------------------------------------------- Redis bytes
+
+
+@dataclass(frozen=True)
+class RedisBytes:
+    n: int
+    per_dialog: float  # MEMORY USAGE (SAMPLES 0) of our keys / N
+    used_memory_per_dialog: float  # INFO used_memory growth / N (allocator and hash-table slack included)
+    legacy_per_dialog: float  # the previous layout, same backlog, same server, MEMORY USAGE / N
+    keys: int  # how many keys hold the backlog
+    encodings: dict[str, int]  # OBJECT ENCODING of the seen buckets -> how many
+
+
+def measure_redis_bytes(server_url: str, n: int) -> RedisBytes:
+    """Fills DB 0 with N pending dialogs (left there for the next phases) and DB 2 with the same in the
+    previous layout (flushed afterwards)."""
+    import redis
+
+    from notifier.store import PENDING
+
+    ours: Any = redis.Redis.from_url(redis_db(server_url, 0), decode_responses=True)
+    legacy: Any = redis.Redis.from_url(redis_db(server_url, 2), decode_responses=True)
+    try:
+        now = time.time()
+        fill_backlog(ours, 1, now, FAR)  # the script cache and the database's tables: not the backlog's cost
+        ours.flushdb()
+        legacy.flushdb()
+        before = used_memory(ours)
+        fill_backlog(ours, n, now, FAR)
+        after = used_memory(ours)
+        keys = our_keys(ours)
+        encodings: dict[str, int] = {}
+        for k in keys:
+            if k != PENDING and ours.exists(k):
+                enc = str(ours.object("encoding", k))
+                encodings[enc] = encodings.get(enc, 0) + 1
+        fill_legacy(legacy, n, now, FAR)
+        legacy_bytes = key_bytes(legacy, our_keys(legacy))
+        return RedisBytes(
+            n=n,
+            per_dialog=key_bytes(ours, keys) / n,
+            used_memory_per_dialog=(after - before) / n,
+            legacy_per_dialog=legacy_bytes / n,
+            keys=int(ours.dbsize()),
+            encodings=encodings,
+        )
+    finally:
+        legacy.flushdb()
+        ours.close()
+        legacy.close()
+
+
+# ---------------------------------------------------------------------------------------------- worker memory
+
+
+@dataclass(frozen=True)
+class WorkerMemory:
+    n: int  # pending dialogs in Redis while the worker idled
+    rss_mb: float  # VmRSS of the worker's whole process tree (main, pool children), median of readings
+    readings_mb: tuple[float, ...]
+    ready_s: float
+
+
+WORKER_ARGV = ("-A", "worker", "worker", "-E", "-B", "-Q", OUR_QUEUE, "-l", "warning", "--without-mingle", "--without-gossip")
+SETTLE_S = 3.0
+READINGS = 3
+
+
+def measure_worker(server_url: str, env: dict[str, str], log_path: Path, n: int) -> WorkerMemory:
+    """A real worker as `notifier worker` runs it (prefork pool, embedded beat: the dispatcher looks at
+    the backlog every second and finds nothing due), started on the backlog already in DB 0."""
+    worker = Worker(f"ours-{n}", list(WORKER_ARGV), env, log_path)
+    try:
+        ready = wait_ready(worker, redis_db(server_url, 0))
+        time.sleep(SETTLE_S)
+        readings = []
+        for _ in range(READINGS):
+            readings.append(rss_mb(worker.pid))
+            time.sleep(1.0)
+        if not worker.alive():
+            raise RuntimeError(f"the worker died:\n{worker.log_tail()}")
+        return WorkerMemory(n, round(statistics.median(readings), 1), tuple(round(x, 1) for x in readings), round(ready, 2))
+    finally:
+        worker.stop()
+
+
+# ---------------------------------------------------------------------------------------------- schedule cost
+
+
+@dataclass(frozen=True)
+class Latency:
+    p50_us: float
+    p99_us: float
+    mean_us: float
+    calls: int
+
+
+@dataclass(frozen=True)
+class ScheduleCost:
+    n: int
+    apply_async: Latency  # baseline: bare Celery publish of a no-op task, same server, same rounds
+    first: Latency  # schedule_fallback opening a new pending check
+    followup: Latency  # schedule_fallback coalescing into one of the N pending checks
+    pending_after: int
+
+
+def latency(samples_ns: list[int]) -> Latency:
+    s = sorted(samples_ns)
+
+    def pct(p: float) -> float:
+        return s[max(1, math.ceil(p / 100 * len(s))) - 1] / 1000.0
+
+    return Latency(round(pct(50), 1), round(pct(99), 1), round(sum(s) / len(s) / 1000.0, 1), len(s))
+
+
+def time_calls(fn: Callable[..., object], calls: Iterable[tuple[int, ...]]) -> list[int]:
+    """Wall time of each call in ns, garbage collector off."""
+    clock = time.perf_counter_ns
+    out = []
+    gc.disable()
+    try:
+        for args in calls:
+            t0 = clock()
+            fn(*args)
+            out.append(clock() - t0)
+    finally:
+        gc.enable()
+    return out
+
+
+PATHS = ("apply_async", "first", "followup")
+WARM_CALLS = 30  # untimed calls per path after switching to another backlog's Redis
+
+
+@dataclass
+class Caller:
+    """The three paths of the schedule phase against one backlog (its own redis-server), each a callable
+    over prepared arguments, and the samples taken so far."""
+
+    n: int
+    server_url: str  # DB 0: the backlog; DB 1: the baseline's queue
+    settings: Any  # this backlog's NOTIFIER_* settings: schedule_fallback follows the process's settings
+    noop: Any  # the baseline's Celery task, on DB 1 of the same server
+    next_fresh: int = FRESH_BASE
+    next_follow: int = 0
+    next_message: int = MESSAGE_BASE * 2
+    samples: dict[str, list[int]] = field(default_factory=lambda: {p: [] for p in PATHS})
+
+    def activate(self) -> None:
+        """Point this process at this backlog's Redis; untimed calls take the reconnection."""
+        from notifier.config import set_settings
+
+        set_settings(self.settings)
+        for path in PATHS:
+            self.run(path, WARM_CALLS, timed=False)
+
+    def run(self, path: str, count: int, timed: bool = True) -> None:
+        from worker import client
+
+        if path == "apply_async":
+            took = time_calls(self.noop.apply_async, [()] * count)
+        else:
+            took = time_calls(client.schedule_fallback, self._calls(path, count))
+        if timed:
+            self.samples[path] += took
+
+    def _calls(self, path: str, count: int) -> list[tuple[int, int]]:
+        calls = []
+        for _ in range(count):
+            self.next_message += 1
+            if path == "first":
+                calls.append((self.next_fresh, self.next_message))
+                self.next_fresh += 1
+            else:
+                calls.append((BACKLOG_BASE + self.next_follow, self.next_message))
+                self.next_follow = (self.next_follow + 1) % self.n
+        return calls
+
+    def purge_baseline(self) -> None:
+        """Nobody consumes the baseline's no-op tasks: drop them between rounds."""
+        import redis
+
+        r: Any = redis.Redis.from_url(redis_db(self.server_url, 1))
+        try:
+            r.delete("celery")
+        finally:
+            r.close()
+
+    def result(self) -> ScheduleCost:
+        import redis
+
+        from notifier.store import PENDING
+
+        r: Any = redis.Redis.from_url(redis_db(self.server_url, 0))
+        try:
+            pending = int(r.zcard(PENDING))
+        finally:
+            r.close()
+        apply_async, first, followup = (latency(self.samples[p]) for p in PATHS)
+        return ScheduleCost(self.n, apply_async, first, followup, pending_after=pending)
+
+
+
+def measure_schedule(callers: list[Caller], calls: int, block: int = 250) -> None:
+    """`worker.client.schedule_fallback` with each caller's backlog in its Redis, against bare `apply_async`
+    to the same server, in rounds: every round visits every backlog (order rotating) and runs `block`
+    calls per path there (order rotating), so drift on a shared machine reaches every size and path alike."""
+    rounds = max(1, math.ceil(calls / block))
+    for i in range(rounds):
+        for caller in callers[i % len(callers) :] + callers[: i % len(callers)]:
+            caller.activate()
+            for path in PATHS[i % 3 :] + PATHS[: i % 3]:
+                caller.run(path, block)
+            caller.purge_baseline()
+
+
+# ---------------------------------------------------------------------------------------------- dispatcher
+
+
+@dataclass(frozen=True)
+class DispatchRate:
+    n: int
+    runs: int
+    rate_per_s: float  # checks moved per second by notifier.check.dispatch, median over runs
+    us_per_check: float
+    publish_only_per_s: float  # baseline: the same chunk messages published with no Redis pop, median
+    verified: bool  # every run: pending empty, N in flight, ceil(N/50) messages in the queue
+
+
+@dataclass
+class Publisher:
+    """What the beat task hands `dispatch`: chunks of due checks go to Celery; deliveries are counted."""
+
+    task: Any
+    messages: int = 0
+    deliveries: int = 0
+
+    def checks(self, chunk: list[int]) -> None:
+        self.task.apply_async((chunk,))
+        self.messages += 1
+
+    def delivery(self, _delivery_id: int) -> None:
+        self.deliveries += 1
+
+
+def dispatch_once(rt: Any, task: Any, n: int) -> tuple[float, float, bool]:
+    """(seconds dispatching N due checks, seconds publishing the same chunks alone, verified)."""
+    from notifier.check import CHECK_CHUNK, dispatch
+    from notifier.store import INFLIGHT, PENDING
+
+    r = rt.store.r
+    r.flushdb()
+    fill_backlog(r, n, time.time() - rt.settings.grace_seconds - 3600.0, rt.settings.grace_seconds)
+    publisher = Publisher(task)
+    now = time.time()
+    moved = 0
+    t0 = time.perf_counter()
+    while moved < n:
+        got = dispatch(rt, publisher.checks, publisher.delivery, now)
+        moved += got
+        if got == 0:
+            break
+    took = time.perf_counter() - t0
+    expected = math.ceil(n / CHECK_CHUNK)
+    verified = (moved == n and int(r.zcard(PENDING)) == 0 and int(r.zcard(INFLIGHT)) == n
+                and int(r.llen(OUR_QUEUE)) == expected == publisher.messages)  # fmt: skip
+    r.delete(OUR_QUEUE)
+    ids = list(range(BACKLOG_BASE, BACKLOG_BASE + n))
+    t0 = time.perf_counter()
+    for i in range(0, n, CHECK_CHUNK):
+        task.apply_async((ids[i : i + CHECK_CHUNK],))
+    publish_only = time.perf_counter() - t0
+    r.delete(OUR_QUEUE)
+    return took, publish_only, verified
+
+
+def measure_dispatch(rt: Any, task: Any, n: int, min_checks: int = 100_000, max_runs: int = 10) -> DispatchRate:
+    runs = max(1, min(max_runs, min_checks // n))
+    results = [dispatch_once(rt, task, n) for _ in range(runs)]
+    took = statistics.median(t for t, _, _ in results)
+    publish_only = statistics.median(p for _, p, _ in results)
+    return DispatchRate(
+        n=n, runs=runs, rate_per_s=round(n / took), us_per_check=round(took / n * 1e6, 2),
+        publish_only_per_s=round(n / publish_only), verified=all(v for _, _, v in results),
+    )
+
+
+def redis_db(server_url: str, db: int) -> str:
+    return server_url.rsplit("/", 1)[0] + f"/{db}"
+
+
+def worker_env(server_url: str, db_url: str, tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFIER_", "CELERY_", "BENCH_"))}
+    return {
+        **env,
+        "NOTIFIER_REDIS_URL": redis_db(server_url, 0),
+        "NOTIFIER_DATABASE_URL": db_url,
+        "NOTIFIER_ENVIRONMENT": "development",
+        "NOTIFIER_GRACE_SECONDS": str(int(FAR)),
+        "NOTIFIER_REDIS_EMBEDDED_DIR": str(tmp / "embedded"),
+    }
