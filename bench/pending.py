@@ -28,7 +28,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from bench._machine import describe, format_machine
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.procs import WorkerProc, worker_env
+from tests.support import RedisServer, free_port
 
 GROWTH_TARGET_MB = 30.0
 RATE_TARGET = 5000.0
@@ -105,50 +104,7 @@ def rss_mb(pid: int) -> float:
     return sum(_vmrss_kb(p) for p in process_tree(pid)) / 1024.0
 
 
-class Worker:
-    """A Celery worker subprocess, its output in a log file."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-m", "celery", *argv], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        self.pid = self.proc.pid
-        self.started = time.monotonic()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, grace: float = 10.0) -> None:
-        if self.proc is None:
-            return
-        tree = process_tree(self.proc.pid) if self.alive() else []
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        for child in tree[1:]:  # only our own worker's descendants, by pid (solo pool: normally none)
-            try:
-                os.kill(child, 9)
-            except OSError:
-                pass
-        self.proc = None
-        self._log.close()
-
-
-def wait_ready(worker: Worker, broker: str, timeout: float = READY_TIMEOUT_S) -> float:
+def wait_ready(worker: WorkerProc, broker: str, timeout: float = READY_TIMEOUT_S) -> float:
     """Seconds from spawn until the worker answers a control ping."""
     from celery import Celery
 
@@ -158,10 +114,10 @@ def wait_ready(worker: Worker, broker: str, timeout: float = READY_TIMEOUT_S) ->
     try:
         while time.monotonic() < deadline:
             if not worker.alive():
-                raise RuntimeError(f"{worker.name} worker exited early:\n{worker.log_tail()}")
+                raise RuntimeError(f"{worker.name} worker exited early:\n{worker.tail(20)}")
             if app.control.ping(timeout=0.5):
-                return time.monotonic() - worker.started
-        raise RuntimeError(f"{worker.name} worker not ready after {timeout:.0f} s:\n{worker.log_tail()}")
+                return time.time() - (worker.started_at or 0.0)
+        raise RuntimeError(f"{worker.name} worker not ready after {timeout:.0f} s:\n{worker.tail(20)}")
     finally:
         app.close()
 
@@ -208,7 +164,7 @@ def _mb(b: float) -> float:
 # ---------------------------------------------------------------------------------------------- A
 
 
-def measure_ours(worker: Worker, url: str, n: int) -> dict[str, Any]:
+def measure_ours(worker: WorkerProc, url: str, n: int) -> dict[str, Any]:
     import redis
 
     from notifier.store import PENDING, SEEN_PREFIX
@@ -223,7 +179,7 @@ def measure_ours(worker: Worker, url: str, n: int) -> dict[str, Any]:
         pending = int(r.zcard(PENDING))
         time.sleep(AFTER_S)
         if not worker.alive():
-            raise RuntimeError(f"our worker died:\n{worker.log_tail()}")
+            raise RuntimeError(f"our worker died:\n{worker.tail(20)}")
         rss1 = rss_mb(worker.pid)
         mem1 = used_memory(r)
         ours = key_bytes(r, [PENDING, *r.scan_iter(SEEN_PREFIX + "*", count=1000)])
@@ -248,7 +204,7 @@ def measure_ours(worker: Worker, url: str, n: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- B
 
 
-def measure_baseline(worker: Worker, url: str, n: int) -> dict[str, Any]:
+def measure_baseline(worker: WorkerProc, url: str, n: int) -> dict[str, Any]:
     import redis
 
     os.environ["BENCH_BROKER"] = url
@@ -278,7 +234,7 @@ def measure_baseline(worker: Worker, url: str, n: int) -> dict[str, Any]:
         in_time = queued == 0 and held >= n
         held_at_deadline, queued_at_deadline = held, queued
         if not worker.alive():
-            raise RuntimeError(f"baseline worker died:\n{worker.log_tail()}")
+            raise RuntimeError(f"baseline worker died:\n{worker.tail(20)}")
         time.sleep(SETTLE_S)
         rss1 = rss_mb(worker.pid)
         held = int(r.hlen(KOMBU_UNACKED))  # at the RSS reading (it may have taken more while we waited)
@@ -446,11 +402,10 @@ def run(n: int) -> dict[str, Any]:
     from notifier import host
     from notifier.db import create
     from notifier.migrate import upgrade
-    from tests.support import RedisServer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pending-"))
     server = RedisServer(tmp / "redis", appendonly=False)
-    workers: list[Worker] = []
+    workers: list[WorkerProc] = []
     started = time.perf_counter()
     load0 = os.getloadavg()
     try:
@@ -465,22 +420,16 @@ def run(n: int) -> dict[str, Any]:
         upgrade(engine)
         engine.dispose()
 
-        common = ["worker", "-P", "solo", "--without-mingle", "--without-gossip", "-l", "warning"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFIER_", "CELERY_", "BENCH_"))}
-        ours_env = {
-            **env,
-            "NOTIFIER_REDIS_URL": ours_url,
-            "NOTIFIER_DATABASE_URL": db_url,
-            "NOTIFIER_ENVIRONMENT": "development",
-            "NOTIFIER_GRACE_SECONDS": str(int(FAR)),
-            "NOTIFIER_REDIS_EMBEDDED_DIR": str(tmp / "embedded"),
-        }
-        base_env = {**env, "BENCH_BROKER": base_url}
-        # Both start now (start-up overlaps); the baseline idles on DB 1 while A is measured.
-        ours_w = Worker("our", ["-A", "worker", *common, "-Q", OUR_QUEUE], ours_env, tmp / "ours.log")
+        # Quiet (-l warning): the reading is the worker's memory, not its log lines.
+        ours_env = worker_env(db_url, ours_url, free_port(), tmp, NOTIFIER_GRACE_SECONDS=str(int(FAR)))
+        ours_w = WorkerProc(tmp, ours_env, name="our", loglevel="warning", quiet=True)
         workers.append(ours_w)
-        base_w = Worker("baseline", ["-A", "bench._countdown_app", *common], base_env, tmp / "baseline.log")
+        base_w = WorkerProc(tmp, {"BENCH_BROKER": base_url}, name="baseline", loglevel="warning", quiet=True,
+                            queues=BASELINE_QUEUE, app="bench._countdown_app")
         workers.append(base_w)
+        # Both start now (start-up overlaps); the baseline idles on DB 1 while A is measured.
+        ours_w.start(wait_ready=False)
+        base_w.start(wait_ready=False)
 
         ready = {"ours": wait_ready(ours_w, ours_url), "baseline": wait_ready(base_w, base_url)}
         a = measure_ours(ours_w, ours_url, n)
@@ -490,7 +439,7 @@ def run(n: int) -> dict[str, Any]:
         r0.close()
 
         b = measure_baseline(base_w, base_url, n)
-        base_w.stop(grace=3.0)  # warm shutdown would restore N unacked messages; not worth the wait
+        base_w.stop(timeout=3.0)  # warm shutdown would restore N unacked messages; not worth the wait
 
         c = measure_dispatch(ours_url, db_url, tmp, n)
         a["ready_s"], b["ready_s"] = round(ready["ours"], 2), round(ready["baseline"], 2)
@@ -500,7 +449,7 @@ def run(n: int) -> dict[str, Any]:
     finally:
         for w in workers:
             try:
-                w.stop(grace=3.0)
+                w.stop(timeout=3.0)
             except Exception:  # noqa: BLE001 - keep cleaning up
                 pass
         server.stop(kill=True)

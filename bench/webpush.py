@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.webpush [--n 300] [--json PATH]
 
 Real push services (FCM, Mozilla autopush, Apple, WNS) are HTTPS, so the receiver here is too: it runs in a
-SEPARATE PROCESS (`bench/_pushreceiver.py`, started as `python -m bench._pushreceiver`) and serves HTTPS on
-127.0.0.1 with a fresh self-signed ECDSA P-256 certificate for IP 127.0.0.1, HTTP/1.1 keep-alive, one thread
+SEPARATE PROCESS (the tests' push service in sink mode, `python -m tests.pushservice --sink`) and serves HTTPS
+on 127.0.0.1 with a fresh self-signed ECDSA P-256 certificate for IP 127.0.0.1, HTTP/1.1 keep-alive, one thread
 per connection. It answers 201 at once and only stores each raw request; it checks nothing while the clock
 runs, so neither path pays for verification in its timing, and it does not compete for this process's GIL.
 
@@ -69,7 +69,6 @@ import re
 import socket
 import ssl
 import struct
-import subprocess
 import sys
 import time
 import traceback
@@ -78,6 +77,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.control import ServiceProc
 
 DEFAULT_N = 300
 ROUNDS = 3
@@ -154,57 +155,16 @@ def _b64url_decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
 
-class Receiver:
-    """`bench._pushreceiver` in a child process; control over its stdin/stdout (never over HTTP)."""
+class Receiver(ServiceProc):
+    """`tests.pushservice --sink` in a child process; control over its stdin/stdout (never over HTTP)."""
 
     def __init__(self) -> None:
-        repo = Path(__file__).resolve().parent.parent
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "bench._pushreceiver"],
-            cwd=repo,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-        )
-        ready = self._read()
-        if not ready.get("ready"):
-            self.close()
-            raise RuntimeError(f"push receiver did not start: {ready}")
-        self.pid: int = ready["pid"]
-        self.port: int = ready["port"]
-        self.cert_file: str = ready["cert_file"]
-        self.origin = f"https://127.0.0.1:{self.port}"
-
-    def _read(self) -> dict[str, Any]:
-        assert self._proc.stdout is not None
-        line = self._proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"push receiver exited (status {self._proc.poll()})")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    def command(self, name: str) -> dict[str, Any]:
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(name + "\n")
-        self._proc.stdin.flush()
-        return self._read()
+        super().__init__("tests.pushservice", "--sink")
+        self.origin: str = self.ready["origin"]
+        self.cert_file: str = self.ready["cert_file"]
 
     def stats(self) -> dict[str, Any]:
         return self.command("stats")
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            try:
-                assert self._proc.stdin is not None
-                self._proc.stdin.write("quit\n")
-                self._proc.stdin.close()
-                self._proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self._proc.kill()  # our own child, by its handle
-                self._proc.wait()
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
 
 
 def _trust_file(mode: str, receiver: Receiver, directory: Path) -> str:
@@ -492,7 +452,7 @@ def run(n: int, trust: str = "cert") -> dict[str, Any]:
 
         # Verification, after all timing: every push the receiver stored, in the benchmark process.
         t0 = time.perf_counter()
-        dump = receiver.command("dump")
+        dump = receiver.command("dump", "bodies")
         problems, conns, verified = _verify_pushes(
             dump,
             expected,

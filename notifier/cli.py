@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -114,22 +116,59 @@ def cmd_why(args: argparse.Namespace) -> int:
     return 0
 
 
+def _celery_worker(args: argparse.Namespace, role: str, json_logs: bool) -> list[str]:
+    from worker.celery_app import CONTROL_QUEUE, SEND_QUEUE
+
+    queues = {"control": CONTROL_QUEUE, "send": SEND_QUEUE, "single": f"{CONTROL_QUEUE},{SEND_QUEUE}"}[role]
+    argv = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-E", "-l", args.loglevel, "-Q", queues]
+    if role != "single":
+        argv += ["-n", f"{role}@%h"]
+    if role != "send" and not args.no_beat:
+        argv.append("-B")
+    if args.concurrency:
+        argv += ["-c", str(args.concurrency)]
+    if json_logs:
+        argv.insert(4, "--quiet")  # Celery prints its start-up banner to stdout, around logging: not JSON
+    return argv
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Resolve Redis (starting the embedded one if needed), create our tables, then run Celery."""
+    """Resolve Redis (starting the embedded one if needed), create our tables, then run Celery: by default
+    two workers, one for control work (dispatch, checks, with beat) and one for sending, so that dispatch
+    never waits behind a backlog of deliveries; `--role` runs one of them (one per container)."""
     from notifier.migrate import upgrade
     from notifier.redis_conn import resolve_url
 
     settings = get_settings()
     os.environ["NOTIFIER_REDIS_URL"] = resolve_url(settings)  # every child shares the same Redis
     upgrade(get_engine(settings.database_url))
-    argv = ["celery", "-A", "worker", "worker", "-E", "-l", args.loglevel, "-Q", "notifier"]
-    if not args.no_beat:
-        argv.append("-B")
-    if args.concurrency:
-        argv += ["-c", str(args.concurrency)]
-    if settings.log_format == "json":
-        argv.insert(3, "--quiet")  # Celery prints its start-up banner to stdout, around logging: not JSON
-    os.execvp(sys.executable, [sys.executable, "-m", *argv])
+    json_logs = settings.log_format == "json"
+    if args.role != "both":
+        argv = _celery_worker(args, args.role, json_logs)
+        os.execvp(argv[0], argv)
+    return _supervise([_celery_worker(args, "control", json_logs), _celery_worker(args, "send", json_logs)])
+
+
+def _supervise(commands: list[list[str]]) -> int:
+    """Run the commands side by side; stop them all when one exits or we are asked to stop."""
+    procs = [subprocess.Popen(cmd) for cmd in commands]
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while all(proc.poll() is None for proc in procs):
+        time.sleep(0.2)
+    if not stopping:
+        stop(signal.SIGTERM, None)
+    codes = [proc.wait() for proc in procs]
+    return 0 if stopping else max(codes, key=abs) or 1
 
 
 def cmd_vapid(_: argparse.Namespace) -> int:
@@ -166,9 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--manager", type=int, metavar="ID", help="only this manager's decisions and deliveries")
     p.add_argument("--json", action="store_true", help="one JSON object instead of text")
     p.set_defaults(fn=cmd_why)
-    p = sub.add_parser("worker", help="run the Celery worker (with beat) on the configured or embedded services")
+    p = sub.add_parser("worker", help="run the Celery workers (with beat) on the configured or embedded services")
+    p.add_argument("--role", choices=("both", "control", "send", "single"), default="both",
+                   help="both (default): a control worker with beat and a sending worker; control or send: one of "
+                        "them; single: one worker for both queues (small installs)")
     p.add_argument("--no-beat", action="store_true", help="run beat elsewhere (one beat per deployment is enough)")
-    p.add_argument("--concurrency", type=int, default=0)
+    p.add_argument("--concurrency", type=int, default=0, help="worker processes each (default: one per core)")
     p.add_argument("--loglevel", default="info")
     p.set_defaults(fn=cmd_worker)
     sub.add_parser("vapid", help="generate a VAPID key pair for Web Push").set_defaults(fn=cmd_vapid)

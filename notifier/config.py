@@ -73,6 +73,10 @@ class Settings:
     push_allowed_hosts: tuple[str, ...] = DEFAULT_PUSH_HOSTS
     push_ttl_seconds: int = 12 * 3600
     push_timeout_seconds: float = 10.0
+    # Concurrent sending: deliveries in flight per remote server (SMTP host, push service origin) and per
+    # worker process, and how many deliveries one `notifier.deliver_batch` task carries.
+    max_in_flight_per_host: int = 16
+    send_batch_size: int = 50
     # Preferences and one-click unsubscribe.
     default_time_zone: str = "Europe/Moscow"
     public_url: str | None = None  # where the kit is mounted, e.g. https://replyx.ru/api/notifier
@@ -168,6 +172,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _bounded_int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _int(env, name, default)
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -324,6 +335,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         push_allowed_hosts=hosts,
         push_ttl_seconds=_int(env, "NOTIFIER_PUSH_TTL_SECONDS", 12 * 3600),
         push_timeout_seconds=_float(env, "NOTIFIER_PUSH_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        max_in_flight_per_host=_bounded_int(env, "NOTIFIER_MAX_IN_FLIGHT_PER_HOST", 16, 1, 256),
+        send_batch_size=_bounded_int(env, "NOTIFIER_SEND_BATCH_SIZE", 50, 1, 1000),
         default_time_zone=_time_zone(env),
         public_url=public_url,
         secret_key=_secret(env, public_url),

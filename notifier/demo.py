@@ -121,7 +121,7 @@ def run_demo(keep: bool = False) -> int:
     print(f"demo folder: {folder}")
     print(f"embedded redis: {redis_url}\nsmtp server: 127.0.0.1:{smtp.port}\ndatabase: {settings.database_url}")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-B", "-E", "-P", "solo", "-Q", "notifier",
+        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-B", "-E", "-P", "solo", "-Q", "notifier,notifier.send",
          "-l", "warning", "--without-mingle", "--without-gossip", "-s", str(folder / "celerybeat-schedule")],
         env={**os.environ, **env},
         stdout=open(folder / "worker.log", "w"),  # noqa: SIM115 - closed with the process

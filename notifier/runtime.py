@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from notifier.channels.base import EmailTarget, PushTarget, Sender
     from notifier.channels.webpush import PushPayload
     from notifier.render import RenderedEmail, Renderer
+    from notifier.sending import Lanes
 
 
 @dataclass
@@ -27,26 +29,40 @@ class Runtime:
     store: Store
     _renderer: Renderer | None = None
     _senders: dict[Channel, Sender[Any, Any]] = field(default_factory=dict)
+    _lanes: Lanes | None = None
+    # Deliveries run on several threads of one process (notifier.sending): what is built lazily is built once.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def push_enabled(self) -> bool:
         return bool(self.settings.vapid_private_key)
 
     def renderer(self) -> Renderer:
-        if self._renderer is None:
-            from notifier.render import Renderer
+        with self._lock:
+            if self._renderer is None:
+                from notifier.render import Renderer
 
-            self._renderer = Renderer(self.settings.templates_dir)
-        return self._renderer
+                self._renderer = Renderer(self.settings.templates_dir)
+            return self._renderer
 
     def sender(self, channel: Channel) -> Sender[Any, Any]:
         """The channel's sender, built on first use in this process and kept (connections are reused)."""
-        if channel not in self._senders:
-            from notifier.channels import build_sender
-            from notifier.metrics import TimedSender
+        with self._lock:
+            if channel not in self._senders:
+                from notifier.channels import build_sender
+                from notifier.metrics import TimedSender
 
-            self._senders[channel] = TimedSender(build_sender(channel, self.settings))
-        return self._senders[channel]
+                self._senders[channel] = TimedSender(build_sender(channel, self.settings))
+            return self._senders[channel]
+
+    def lanes(self) -> Lanes:
+        """This process's sending lanes (`notifier.sending`), one thread pool per remote server."""
+        with self._lock:
+            if self._lanes is None:
+                from notifier.sending import Lanes
+
+                self._lanes = Lanes(self.settings.max_in_flight_per_host)
+            return self._lanes
 
     def email_sender(self) -> Sender[EmailTarget, RenderedEmail]:
         sender: Sender[EmailTarget, RenderedEmail] = self.sender(Channel.EMAIL)
@@ -57,6 +73,9 @@ class Runtime:
         return sender
 
     def close(self) -> None:
+        lanes, self._lanes = self._lanes, None
+        if lanes is not None:
+            lanes.close()  # running sends finish first: their connections are closed below
         for sender in self._senders.values():
             sender.close()
         self._senders.clear()

@@ -85,9 +85,10 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, diag: Call
 
 
 class WorkerProc:
-    """A real `celery -A worker worker` subprocess (queue `notifier`; the solo pool unless `pool` says otherwise,
+    """A real `celery -A worker worker` subprocess (queues `notifier` and `notifier.send` unless `queues` says
+    otherwise; the solo pool unless `pool` says otherwise,
     e.g. `pool="prefork", concurrency=2`), optionally with embedded beat, without Celery's start-up banner
-    (`quiet`), and with extra worker arguments.
+    (`quiet`), and with extra worker arguments. `app` names another Celery app (a benchmark's baseline).
 
     It runs in its own session, so `kill()` takes its embedded beat (a forked child) down with it, as a
     machine or container dying would; its output (stdout and stderr) goes to `log_path`.
@@ -97,7 +98,9 @@ class WorkerProc:
 
     def __init__(self, folder: Path, env: Mapping[str, str], beat: bool = False, name: str | None = None,
                  loglevel: str = "info", pool: str = "solo", concurrency: int | None = None, quiet: bool = False,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), queues: str = "notifier,notifier.send", app: str = "worker") -> None:
+        self.queues = queues
+        self.app = app
         self.name = name or f"w{os.getpid()}n{next(self._ids)}"
         self.pool, self.concurrency, self.quiet, self.extra_args = pool, concurrency, quiet, extra_args
         self.folder = folder
@@ -111,7 +114,7 @@ class WorkerProc:
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "celery", "-A", "worker", "worker", "-E", "-P", self.pool, "-Q", "notifier",
+            sys.executable, "-m", "celery", "-A", self.app, "worker", "-E", "-P", self.pool, "-Q", self.queues,
             "--without-mingle", "--without-gossip", "-l", self.loglevel, "-n", f"{self.name}@%h",
         ]
         if self.concurrency:

@@ -10,22 +10,43 @@ tests drive a sender's error paths over real HTTP instead of through mocks.
         service.script("alice", [(429, {"Retry-After": "7"}), 201])
         ...
         assert service.rejections == []
+
+Sink mode (`PushService(sink=True)`) is for load: every POST is answered 201 WITHOUT verifying, counted, and
+kept raw (path, headers, body, connection number, arrival time) for whoever wants to verify it afterwards.
+`delay` holds every POST's answer that long, in the connection's own thread (one thread per connection), so
+a slow push service is slow per connection and concurrent clients overlap their waits. `tls=True` serves
+HTTPS with a fresh self-signed certificate for IP 127.0.0.1 (`cert_file`, for clients to trust).
+
+In its own process (control over stdin, see tests/control.py; HTTPS unless --http):
+
+    python -m tests.pushservice --sink --delay 0.03
+    -> {"ready": true, "port": 12345, "origin": "https://127.0.0.1:12345", "cert_file": "...", "pid": 4242}
+    stats           {"connections", "handshakes", "tls_failures", "tls_failure_reasons", "requests", "pushes", "cpu_s"}
+    dump            the stats plus "pushes": [{"seq", "conn", "name", "at"}] in arrival order
+    dump bodies     ... each also with "path", "headers": [[name, value], ...] and "body_b64"
+    reset           forget what was received
+    subscribe NAME  (verifying mode) a new subscription, as new_subscription(NAME)
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import itertools
 import json
 import os
 import re
+import shutil
 import socket
+import ssl
 import struct
+import tempfile
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import http_ece
@@ -49,6 +70,19 @@ class Received:
     payload: dict[str, Any]
     headers: dict[str, str]  # names lower-cased
     jwt_claims: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A POST as a sink took it, unverified."""
+
+    seq: int
+    conn: int  # the TCP connection it came on, numbered from 1 in accept order
+    path: str
+    name: str  # the subscription name from /push/<name>, else the path
+    at: float  # time.time() when its body had been read
+    headers: tuple[tuple[str, str], ...]  # as sent, in order
+    body: bytes
 
 
 class Rejected(Exception):
@@ -79,14 +113,46 @@ def b64url_decode(value: str) -> bytes:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
+    request_queue_size = 128
+
     def __init__(self, service: PushService) -> None:
         self.service = service
+        self.local = threading.local()
         super().__init__(("127.0.0.1", 0), _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # Called once per accepted TCP connection, not per HTTP request: keep-alive shows up here.
         self.service._connection_opened(request)
         super().process_request(request, client_address)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # In the connection's own thread: the TLS handshake (if any), then the HTTP/1.1 keep-alive loop.
+        service = self.service
+        self.local.conn = service._connection_number(request)
+        # As production servers do: without it, Nagle holds an answer behind unacknowledged TLS 1.3 session
+        # tickets until the client's delayed ACK (~40 ms), a loopback artefact.
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if service._tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(30)
+        try:
+            tls = service._tls.wrap_socket(request, server_side=True)  # detaches `request`
+        except (ssl.SSLError, OSError) as exc:
+            service._handshake_done(request, None, exc)
+            return
+        service._handshake_done(request, tls, None)
+        try:
+            _Handler(tls, client_address, self)
+        except (ssl.SSLError, OSError):
+            pass  # a client that went away mid-request
+        finally:
+            service._connection_closed(tls)
+            try:
+                tls.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            tls.close()
 
     def shutdown_request(self, request: Any) -> None:
         self.service._connection_closed(request)
@@ -106,12 +172,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(411, {"Connection": "close"}, b"")
             return
         body = self.rfile.read(int(length))
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        status, extra, reply = self.server.service._handle(self.path, headers, body)
+        service = self.server.service
+        if service.sink:
+            pairs = tuple((k, v) for k, v in self.headers.items())
+            status, extra, reply = service._take(self.path, pairs, body, getattr(self.server.local, "conn", 0))
+        else:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, extra, reply = service._handle(self.path, headers, body)
+        if service.delay > 0:
+            time.sleep(service.delay)  # this connection's thread only
         self._answer(status, extra, reply)
 
     def do_GET(self) -> None:
-        self._answer(405, {"Allow": "POST"}, b"")
+        if self.path == "/":  # for TLS pre-flight checks; not counted as a push
+            self._answer(200, {}, b"ok")
+        else:
+            self._answer(405, {"Allow": "POST"}, b"")
 
     def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.send_response(status)
@@ -129,7 +205,15 @@ class _Handler(BaseHTTPRequestHandler):
 class PushService:
     """The push service. Thread-safe; `rejections` lists every request it refused, with the reason."""
 
-    def __init__(self) -> None:
+    def __init__(self, sink: bool = False, delay: float = 0.0, tls: bool = False) -> None:
+        self.sink, self.delay, self.tls = sink, delay, tls
+        self._tls: ssl.SSLContext | None = None
+        self._tls_dir: Path | None = None
+        self.cert_file: Path | None = None  # with tls: the certificate clients must trust
+        self._arrivals: list[Arrival] = []
+        self._conn_numbers: dict[socket.socket, int] = {}
+        self.handshakes = 0
+        self.tls_failures: list[str] = []
         self._cond = threading.Condition()
         self._subscribers: dict[str, _Subscriber] = {}
         self._received: list[Received] = []
@@ -145,8 +229,14 @@ class PushService:
     # lifecycle -----------------------------------------------------------------------------------
     def start(self) -> PushService:
         if self._server is None:
+            if self.tls and self._tls is None:
+                from tests.tlscert import server_context
+
+                self._tls_dir = Path(tempfile.mkdtemp(prefix="pushservice-"))
+                self._tls, self.cert_file = server_context(self._tls_dir)
             self._server = _Server(self)
-            self._origin = f"http://127.0.0.1:{self._server.server_address[1]}"
+            scheme = "https" if self.tls else "http"
+            self._origin = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
             self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="pushservice", daemon=True)
             self._thread.start()
         return self
@@ -166,6 +256,8 @@ class PushService:
         server.server_close()  # joins the handler threads
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
 
     def __enter__(self) -> PushService:
         return self.start()
@@ -229,15 +321,63 @@ class PushService:
                 raise AssertionError(f"expected {count} pushes, got {len(self._received)}; rejections: {self.rejections}")
             return list(self._received)
 
+    # sink mode -----------------------------------------------------------------------------------
+    @property
+    def arrivals(self) -> list[Arrival]:
+        with self._cond:
+            return list(self._arrivals)
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {
+                "connections": self.connections,
+                "handshakes": self.handshakes,
+                "tls_failures": len(self.tls_failures),
+                "tls_failure_reasons": self.tls_failures[-10:],
+                "requests": self.requests,
+                "pushes": len(self._arrivals) if self.sink else len(self._received),
+                "cpu_s": time.process_time(),  # the whole process: meaningful when it runs alone (main())
+            }
+
+    def reset(self) -> None:
+        with self._cond:
+            self._arrivals.clear()
+            self._received.clear()
+            self.rejections.clear()
+
+    def _take(self, path: str, headers: tuple[tuple[str, str], ...], body: bytes, conn: int) -> tuple[int, dict[str, str], bytes]:
+        match = _NAME.fullmatch(path)
+        with self._cond:
+            self.requests += 1
+            seq = len(self._arrivals)
+            self._arrivals.append(Arrival(seq, conn, path, match.group(1) if match else path, time.time(), headers, body))
+            self._cond.notify_all()
+        return 201, {"Location": f"{self.origin}/message/{seq + 1}"}, b""
+
     # request handling (handler threads) -----------------------------------------------------------
     def _connection_opened(self, sock: socket.socket) -> None:
         with self._cond:
             self.connections += 1
             self._open.add(sock)
+            self._conn_numbers[sock] = self.connections
+
+    def _connection_number(self, sock: socket.socket) -> int:
+        with self._cond:
+            return self._conn_numbers.get(sock, 0)
 
     def _connection_closed(self, sock: socket.socket) -> None:
         with self._cond:
             self._open.discard(sock)
+            self._conn_numbers.pop(sock, None)
+
+    def _handshake_done(self, raw: socket.socket, tls: socket.socket | None, error: Exception | None) -> None:
+        with self._cond:
+            self._open.discard(raw)
+            if tls is None:
+                self.tls_failures.append(f"{type(error).__name__}: {error}"[:200])
+            else:
+                self.handshakes += 1
+                self._open.add(tls)
 
     def _handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         match = _NAME.fullmatch(path)
@@ -341,3 +481,46 @@ def _decrypt(subscriber: _Subscriber, body: bytes) -> dict[str, Any]:
 def _error(status: int, message: str) -> bytes:
     # Shaped like Mozilla autopush's error bodies.
     return json.dumps({"code": status, "error": message}).encode()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tests.control import serve_stdin
+
+    parser = argparse.ArgumentParser(prog="python -m tests.pushservice", description="a Web Push service on loopback")
+    parser.add_argument("--sink", action="store_true", help="accept every POST with 201, unverified, and keep it raw")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before answering each POST")
+    parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS with a self-signed certificate")
+    args = parser.parse_args(argv)
+    service = PushService(sink=args.sink, delay=args.delay, tls=not args.http).start()
+
+    def dump(args: list[str]) -> dict[str, Any]:
+        bodies = args == ["bodies"]
+        pushes = []
+        for a in service.arrivals:
+            item: dict[str, Any] = {"seq": a.seq, "conn": a.conn, "name": a.name, "at": a.at}
+            if bodies:
+                item.update(path=a.path, headers=[list(h) for h in a.headers], body_b64=base64.b64encode(a.body).decode())
+            pushes.append(item)
+        return {**service.stats(), "pushes": pushes}
+
+    def reset(_args: list[str]) -> dict[str, Any]:
+        service.reset()
+        return service.stats()
+
+    ready = {"port": int(service.origin.rsplit(":", 1)[1]), "origin": service.origin, "pid": os.getpid(),
+             "cert_file": str(service.cert_file) if service.cert_file else None, "sink": service.sink,
+             "delay": service.delay}
+    try:
+        serve_stdin(ready, {
+            "stats": lambda _args: service.stats(),
+            "dump": dump,
+            "reset": reset,
+            "subscribe": lambda args: service.new_subscription(args[0]),
+        })
+    finally:
+        service.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

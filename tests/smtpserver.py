@@ -1,10 +1,26 @@
-"""A real SMTP server for the tests (aiosmtpd on loopback) that keeps what it receives and can refuse."""
+"""A real SMTP server for the tests (aiosmtpd on loopback) that keeps what it receives and can refuse.
+
+With `delay`, every reply after the greeting (EHLO, MAIL, RCPT, DATA's 354, the end of data, QUIT) waits
+that long first, as a mail server one network round trip away would: an `asyncio.sleep` in the session's
+own coroutine, so concurrent sessions wait side by side and only the delayed connection is held up. It keeps
+aiosmtpd's defaults otherwise (no PIPELINING is advertised).
+
+In its own process, as a sink for benchmarks (control over stdin, see tests/control.py):
+
+    python -m tests.smtpserver --delay 0.02
+    -> {"ready": true, "port": 12345, "pid": 4242}
+    stats   {"sessions", "messages", "refusals", "cpu_s"}
+    dump    the stats plus "messages": [{"mail_from", "rcpt_tos", "at", "size"}] in arrival order
+    reset   forget every message (and scripted refusals)
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import email
 import email.policy
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -12,6 +28,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 from tests.support import free_port
 
@@ -52,9 +69,39 @@ class _Handler:
         return self.server._accept(envelope)
 
 
+class _DelayedSMTP(SMTP):
+    """aiosmtpd's session, each reply after the greeting sent `delay` seconds late (one per reply: the
+    continuation lines of a multi-line EHLO answer go out with its last line)."""
+
+    def __init__(self, handler: Any, delay: float, on_connect: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._delay, self._on_connect, self._greeted = delay, on_connect, False
+
+    def connection_made(self, transport: Any) -> None:
+        self._on_connect()
+        super().connection_made(transport)
+
+    async def push(self, status: Any) -> None:
+        line = status if isinstance(status, str) else status.decode("ascii", "replace")
+        if self._greeted and self._delay > 0 and line[3:4] != "-":
+            await asyncio.sleep(self._delay)  # this session's coroutine only
+        self._greeted = True
+        await super().push(status)
+
+
+class _Controller(Controller):
+    def __init__(self, server: SmtpServer, **kwargs: Any) -> None:
+        self._server = server
+        super().__init__(_Handler(server), **kwargs)
+
+    def factory(self) -> SMTP:
+        return _DelayedSMTP(self.handler, self._server.delay, self._server._connected, **self.SMTP_kwargs)
+
+
 class SmtpServer:
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.port = free_port()
+        self.delay = delay
         self._lock = threading.Lock()
         self.messages: list[Received] = []
         self.refusals = 0
@@ -62,7 +109,7 @@ class SmtpServer:
         self.sessions = 0
         self._stalls: list[float] = []
         self.stalls_started = 0
-        self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
+        self.controller = _Controller(self, hostname="127.0.0.1", port=self.port)
 
     def start(self) -> SmtpServer:
         self.controller.start()
@@ -78,6 +125,10 @@ class SmtpServer:
             self.refusals = 0
             self._stalls.clear()
             self.stalls_started = 0
+
+    def _connected(self) -> None:
+        with self._lock:
+            self.sessions += 1
 
     def refuse_next(self, count: int, reply: str = "421 4.3.2 Service not available, try later") -> None:
         with self._lock:
@@ -115,3 +166,38 @@ class SmtpServer:
             time.sleep(0.05)
         with self._lock:
             return list(self.messages)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tests.control import serve_stdin
+
+    parser = argparse.ArgumentParser(prog="python -m tests.smtpserver", description="an SMTP sink on loopback")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before every reply after the greeting")
+    args = parser.parse_args(argv)
+    server = SmtpServer(delay=args.delay).start()
+
+    def stats(_args: list[str]) -> dict[str, Any]:
+        with server._lock:
+            return {"sessions": server.sessions, "messages": len(server.messages), "refusals": server.refusals,
+                    "cpu_s": time.process_time()}
+
+    def dump(_args: list[str]) -> dict[str, Any]:
+        with server._lock:
+            got = [{"mail_from": m.mail_from, "rcpt_tos": list(m.rcpt_tos), "at": m.at, "size": len(m.raw)}
+                   for m in server.messages]
+        return {**stats([]), "messages": got}
+
+    def reset(_args: list[str]) -> dict[str, Any]:
+        server.reset()
+        return stats([])
+
+    try:
+        serve_stdin({"port": server.port, "pid": os.getpid(), "delay": server.delay},
+                    {"stats": stats, "dump": dump, "reset": reset})
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

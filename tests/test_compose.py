@@ -33,10 +33,10 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 CONFIG_SOURCE = ROOT / "notifier" / "config.py"
 
-LONG_RUNNING = ("redis", "postgres", "mailcatcher", "worker", "beat", "flower")
+LONG_RUNNING = ("redis", "postgres", "mailcatcher", "worker", "sender", "beat", "flower")
 ONE_SHOT = ("migrate",)
-PROJECT_SERVICES = ("migrate", "worker", "beat", "flower")
-APP_SERVICES = ("migrate", "worker", "beat")  # the ones that run our code with the whole configuration
+PROJECT_SERVICES = ("migrate", "worker", "sender", "beat", "flower")
+APP_SERVICES = ("migrate", "worker", "sender", "beat")  # the ones that run our code with the whole configuration
 # Flower gets the broker and its own login, nothing else (see the comment on its service).
 FLOWER_ENV = {"NOTIFIER_REDIS_URL", "FLOWER_BASIC_AUTH"}
 SECRET_NAME = re.compile(r"PASSWORD|PRIVATE_KEY|SECRET|TOKEN|DATABASE_URL|USERNAME", re.I)
@@ -48,7 +48,7 @@ ESSENTIAL = {
     "NOTIFIER_SMTP_TLS",
 }
 # Interpolated by compose into a command line; never passed to the app, so config.py need not read them.
-COMPOSE_ONLY = {"NOTIFIER_WORKER_CONCURRENCY"}
+COMPOSE_ONLY = {"NOTIFIER_WORKER_CONCURRENCY", "NOTIFIER_SENDER_CONCURRENCY"}
 # The stack's own wiring, deliberately different from the code's single-machine defaults.
 STACK_FIELDS = {"database_url", "redis_url", "smtp_host", "smtp_port", "smtp_tls", "templates_dir", "metrics_port"}
 MONITORING = ("prometheus", "grafana")
@@ -258,13 +258,18 @@ def test_redis_is_durable_and_never_evicts(services: dict[str, dict[str, Any]]) 
     assert healthcheck_test(services["redis"])[1:] == ["redis-cli", "ping"]
 
 
-def test_worker_command(services: dict[str, dict[str, Any]]) -> None:
-    args = argv(services["worker"]["command"])
+@pytest.mark.parametrize(("service", "queue", "concurrency"), [
+    ("worker", "notifier", "${NOTIFIER_WORKER_CONCURRENCY:-2}"),
+    ("sender", "notifier.send", "${NOTIFIER_SENDER_CONCURRENCY:-2}"),
+])
+def test_worker_commands(services: dict[str, dict[str, Any]], service: str, queue: str, concurrency: str) -> None:
+    """Control work and sending on their own queues, each consumed by its own service."""
+    args = argv(services[service]["command"])
     assert args[:4] == ["celery", "-A", "worker", "worker"], args
     assert "-E" in args, "the worker must send task events for Flower"
-    assert option(args, "-Q") == "notifier"
-    assert option(args, "--concurrency") == "${NOTIFIER_WORKER_CONCURRENCY:-4}"
-    check = " ".join(healthcheck_test(services["worker"]))
+    assert option(args, "-Q") == queue
+    assert option(args, "--concurrency") == concurrency
+    check = " ".join(healthcheck_test(services[service]))
     assert "celery -A worker inspect ping" in check
     assert re.search(r"-d celery@\$\$\{?HOSTNAME\}?", check), f"ping this worker's node only: {check}"
 
@@ -570,7 +575,7 @@ def test_prometheus_is_provisioned_from_deploy(services: dict[str, dict[str, Any
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     # The worker job finds every replica of the compose service by DNS, on the port the worker listens on.
     [dns] = jobs["notifier-worker"]["dns_sd_configs"]
-    assert dns["names"] == ["worker"] and dns["type"] == "A"
+    assert dns["names"] == ["worker", "sender"] and dns["type"] == "A"
     worker = services["worker"]
     port = interpolate(environment(worker)["NOTIFIER_METRICS_PORT"], {})
     assert str(dns["port"]) == port and [str(p) for p in worker.get("expose") or []] == [port]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from notifier.channels.base import EmailTarget
-from notifier.channels.email import OutboxSender, SmtpSender, build_email_sender, message_id_for
+from notifier.channels.email import OutboxSender, SmtpPool, build_email_sender, message_id_for
 from notifier.channels.mailheaders import ENCODED_LINE_MAX, ENCODED_WORD_MAX, encoded_words
 from notifier.config import Settings, load_settings
 from notifier.errors import InvalidInput
@@ -135,7 +135,7 @@ class Channel:
     def __init__(self, settings: Settings, smtp: SmtpServer | None, outbox: Path | None) -> None:
         self.settings = settings
         self.sender = build_email_sender(settings)
-        assert isinstance(self.sender, SmtpSender if smtp is not None else OutboxSender)
+        assert isinstance(self.sender, SmtpPool if smtp is not None else OutboxSender)
         self.smtp, self.outbox = smtp, outbox
         self.count = 0
 

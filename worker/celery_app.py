@@ -22,6 +22,13 @@ VISIBILITY_TIMEOUT = 900  # > max Celery countdown (300 s) + task time limit, so
 MAX_CELERY_COUNTDOWN = 300
 RETENTION_INTERVAL = 3600  # seconds between retention runs; each deletes in bounded batches
 RETENTION_TIME_LIMIT = 600
+BATCH_TIME_LIMIT = 60
+BATCH_WAIT = 2.0  # a batch task waits this long for its deliveries; the rest finish in the background
+# Two queues, so that dispatch and checks never wait behind a backlog of sends: `notifier` carries the
+# control work (dispatch, checks, reconcile, retention), `notifier.send` the deliveries and clears.
+CONTROL_QUEUE = "notifier"
+SEND_QUEUE = "notifier.send"
+SEND_TASKS = ("notifier.deliver", "notifier.deliver_batch", "notifier.clear_dialogs")
 
 
 def _config() -> dict[str, Any]:
@@ -54,7 +61,8 @@ def _config() -> dict[str, Any]:
         broker_heartbeat=0,
         # With late acks, a task running when the broker connection drops will be redelivered: stop it.
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        task_default_queue="notifier",
+        task_default_queue=CONTROL_QUEUE,
+        task_routes={name: {"queue": SEND_QUEUE} for name in SEND_TASKS},
         beat_schedule_filename=str(settings.redis_embedded_dir.parent / "celerybeat-schedule"),
         beat_schedule={
             "notifier-dispatch": {

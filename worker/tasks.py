@@ -8,6 +8,7 @@ handled here in one way per kind of task: work tasks retry later, periodic tasks
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -27,7 +28,7 @@ from notifier import logs, metrics
 from notifier.check import dispatch, run_checks
 from notifier.clear import run_clear
 from notifier.config import get_settings, log_format
-from notifier.deliver import run_delivery
+from notifier.deliver import DeliveryOutcome, run_delivery
 from notifier.enums import DeliveryStatus
 from notifier.errors import ConfigError, DeliveryFailed, Unavailable
 from notifier.ledger import purge_history
@@ -36,10 +37,19 @@ from notifier.outages import map_outages
 from notifier.reconcile import reconcile
 from notifier.retry import backoff
 from notifier.runtime import get_runtime, set_runtime
+from notifier.sending import run_batch
 from notifier.snapshot import host_tables_missing
 from notifier.startup import check_push, check_redis, notes
 from notifier.validate import check_id
-from worker.celery_app import CHECK_TIME_LIMIT, DELIVERY_TIME_LIMIT, MAX_CELERY_COUNTDOWN, RETENTION_TIME_LIMIT, app
+from worker.celery_app import (
+    BATCH_TIME_LIMIT,
+    BATCH_WAIT,
+    CHECK_TIME_LIMIT,
+    DELIVERY_TIME_LIMIT,
+    MAX_CELERY_COUNTDOWN,
+    RETENTION_TIME_LIMIT,
+    app,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +80,15 @@ def check_dialogs(self: Task, dialog_ids: list[int]) -> dict[str, Any]:
     ids = [check_id("dialog_id", d) for d in dialog_ids]
     rt = get_runtime()
     done: dict[str, Any] = {}
+    batches = _Batches(rt.settings.send_batch_size)
     try:
-        with map_outages():
-            for dialog_id, result in run_checks(rt, ids, _enqueue_delivery):
+        with map_outages(), batches:
+            for dialog_id, result in run_checks(rt, ids, batches.add):
                 done[str(dialog_id)] = (
                     {"failed": True} if result is None
                     else {"deliveries": list(result.delivery_ids), "recheck_at": result.recheck_at}
                 )
+                batches.flush_if_waiting()  # sending starts while the rest of the chunk is still checked
     except Unavailable as exc:
         left = [d for d in ids if str(d) not in done]
         shown = ",".join(str(d) for d in left[:5]) + (f",+{len(left) - 5}" if len(left) > 5 else "")
@@ -107,6 +119,71 @@ def deliver(self: Task, delivery_id: int) -> dict[str, Any]:
     return {"status": outcome.status.value if outcome.status else None, "reason": outcome.reason}
 
 
+@app.task(name="notifier.deliver_batch", bind=True, time_limit=BATCH_TIME_LIMIT, soft_time_limit=BATCH_TIME_LIMIT - 10)
+def deliver_batch(self: Task, delivery_ids: list[int]) -> dict[str, int]:
+    """Up to NOTIFIER_SEND_BATCH_SIZE deliveries sent concurrently on this process's lanes
+    (`notifier.sending`); retries and outages go on as single `notifier.deliver` tasks."""
+    ids = [check_id("delivery_id", d) for d in delivery_ids]
+    try:
+        result = run_batch(get_runtime(), ids, _follow_up, BATCH_WAIT)
+    except Unavailable as exc:
+        _retry_later(self, f"delivery batch size={len(ids)}", exc, (ids,))
+    counts = {status: result.count(status) for status in ("sent", "skipped", "failed", "pending")}
+    return {**counts, "running": len(result.still_running)}
+
+
+def _follow_up(delivery_id: int, outcome: DeliveryOutcome | Unavailable) -> None:
+    """In a sending lane, as a delivery of a batch ends: queue its retry, if it needs one."""
+    if isinstance(outcome, Unavailable):
+        countdown = backoff(1, None, get_runtime().settings.retry_base_seconds)
+        log.warning("delivery id=%s reason=%s_unavailable retry_in=%.1fs", delivery_id, outcome.service, countdown)
+    elif outcome.status is DeliveryStatus.PENDING and outcome.retry_in is not None:
+        countdown = outcome.retry_in  # the ledger holds the real not-before time; the sweeper covers a lost message
+    else:
+        return
+    deliver.apply_async((delivery_id,), countdown=min(countdown, MAX_CELERY_COUNTDOWN))
+
+
+class _Batches:
+    """Delivery ids gathered into `notifier.deliver_batch` tasks: published when a batch is full, when its
+    first id has waited FLUSH_AFTER seconds (checked between dialogs), and on leaving the block.
+
+    A batch that cannot be published (Redis went away) is not lost: its deliveries are pending in the
+    ledger under an enqueue lease, and the sweeper hands them out when it expires."""
+
+    FLUSH_AFTER = 0.2
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ids: list[int] = []
+        self._since = 0.0
+
+    def add(self, delivery_id: int) -> None:
+        if not self._ids:
+            self._since = time.monotonic()
+        self._ids.append(delivery_id)
+        if len(self._ids) >= self.size:
+            self.flush()
+
+    def flush_if_waiting(self) -> None:
+        if self._ids and time.monotonic() - self._since >= self.FLUSH_AFTER:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._ids:
+            deliver_batch.apply_async((self._ids,))
+            self._ids = []
+
+    def __enter__(self) -> _Batches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.flush()
+        except Exception as error:  # noqa: BLE001 - the sweeper re-sends them; the original error matters more
+            log.warning("delivery batch not queued count=%d error=%s", len(self._ids), type(error).__name__)
+
+
 @app.task(name="notifier.clear_dialogs", ignore_result=True, time_limit=CHECK_TIME_LIMIT)
 def clear_dialogs(dialog_ids: list[int]) -> int:
     """Clear-on-read pushes for dialogs whose managers read them (best effort: an outage skips them)."""
@@ -123,7 +200,9 @@ def dispatch_due() -> int:
     """Move due checks from Redis to the queue, and re-enqueue deliveries whose worker vanished."""
     moved = 0
     with _skip_tick_on_outage("dispatch"):
-        moved = dispatch(get_runtime(), _enqueue_checks, _enqueue_delivery, enqueue_clears=_enqueue_clears)
+        rt = get_runtime()
+        with _Batches(rt.settings.send_batch_size) as batches:
+            moved = dispatch(rt, _enqueue_checks, batches.add, enqueue_clears=_enqueue_clears)
         metrics.dispatch_ran()
     return moved
 
@@ -207,10 +286,6 @@ def _enqueue_checks(dialog_ids: list[int]) -> None:
 
 def _enqueue_clears(dialog_ids: list[int]) -> None:
     clear_dialogs.apply_async((dialog_ids,))
-
-
-def _enqueue_delivery(delivery_id: int) -> None:
-    deliver.apply_async((delivery_id,))
 
 
 @worker_process_shutdown.connect

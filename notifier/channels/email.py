@@ -1,4 +1,4 @@
-"""Email: SMTP over one reused aiosmtplib connection per worker process, or a local `.eml` outbox.
+"""Email: SMTP over reused aiosmtplib connections (one per sending thread), or a local `.eml` outbox.
 
 aiosmtplib is asyncio-only and Celery tasks are not, so each sender owns a private event loop
 (`asyncio.Runner`) and keeps its SMTP connection open across tasks, reconnecting when the server closes it.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -56,9 +57,15 @@ def build_message(settings: Settings, target: EmailTarget, rendered: RenderedEma
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
-    msg.set_content(rendered.text, charset="utf-8")
-    msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
+    msg.set_content(rendered.text, charset="utf-8", cte=_transfer_encoding(rendered.text))
+    msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte=_transfer_encoding(rendered.html))
     return msg
+
+
+def _transfer_encoding(body: str) -> str:
+    """Quoted-printable keeps ASCII readable; anything else (Cyrillic) is shorter in base64. Chosen here
+    because the email package, left to choose, encodes the whole body both ways to compare."""
+    return "quoted-printable" if body.isascii() else "base64"
 
 
 def message_bytes(msg: EmailMessage) -> bytes:
@@ -166,6 +173,45 @@ class SmtpSender:
         self._runner.close()
 
 
-def build_email_sender(settings: Settings) -> OutboxSender | SmtpSender:
-    return SmtpSender(settings) if settings.smtp_host else OutboxSender(settings)
+class SmtpPool:
+    """SMTP for many threads of one process (`notifier.sending` runs up to NOTIFIER_MAX_IN_FLIGHT_PER_HOST
+    deliveries at once): each thread keeps its own `SmtpSender`, with its own event loop and reused
+    connection, so the pool holds at most as many connections as the lane has threads."""
+
+    channel = Channel.EMAIL
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.smtp_host:
+            raise ConfigError("NOTIFIER_SMTP_HOST is not set: the SMTP sender needs it (without it, mail goes to the outbox)")
+        self.settings = settings
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[SmtpSender] = []
+
+    def _mine(self) -> SmtpSender:
+        sender: SmtpSender | None = getattr(self._local, "sender", None)
+        if sender is None:
+            sender = self._local.sender = SmtpSender(self.settings)
+            with self._lock:
+                self._all.append(sender)
+        return sender
+
+    @property
+    def connections_opened(self) -> int:
+        with self._lock:
+            return sum(s.connections_opened for s in self._all)
+
+    def send(self, target: EmailTarget, rendered: RenderedEmail) -> DeliveryResult:
+        return self._mine().send(target, rendered)
+
+    def close(self) -> None:
+        with self._lock:
+            senders, self._all = self._all, []
+        self._local = threading.local()
+        for sender in senders:
+            sender.close()
+
+
+def build_email_sender(settings: Settings) -> OutboxSender | SmtpPool:
+    return SmtpPool(settings) if settings.smtp_host else OutboxSender(settings)
 

@@ -57,23 +57,50 @@ def _encoded_word(text: str, encoding: str) -> str:
     return f"=?utf-8?{encoding}?{payload}?="
 
 
+_WORD_OVERHEAD = len("=?utf-8?q??=")
+
+
+def _q_length(ch: str) -> int:
+    return 1 if ch in _Q_LITERAL or ch == " " else 3 * len(ch.encode("utf-8"))
+
+
+class _WordLength:
+    """The length of `_encoded_word(text)` kept up to date one character at a time (no re-encoding)."""
+
+    def __init__(self, encoding: str, text: str = "") -> None:
+        self.b = encoding == "b"
+        self.units = 0  # UTF-8 bytes (B) or encoded characters (Q)
+        for ch in text:
+            self.units += self.unit(ch)
+
+    def unit(self, ch: str) -> int:
+        return len(ch.encode("utf-8")) if self.b else _q_length(ch)
+
+    def with_char(self, ch: str) -> int:
+        units = self.units + self.unit(ch)
+        return _WORD_OVERHEAD + (4 * -(-units // 3) if self.b else units)
+
+
 def _split_words(text: str, first_room: int, encoding: str) -> list[str]:
     """Greedy: as many whole characters per word as fit (the first word within first_room), a word
     preferably ending just after a space. Decoders that wrongly keep the whitespace between two words
     (CPython's own display-name parser does) then show a doubled space, not a space inside a word."""
     words: list[str] = []
     current = ""
+    size = _WordLength(encoding)
     room = first_room
     for ch in text:
-        if current and len(_encoded_word(current + ch, encoding)) > room:
+        if current and size.with_char(ch) > room:
             cut = current.rstrip(" ").rfind(" ") + 1  # just after the last space that has text after it
             head, current = (current[:cut], current[cut:]) if cut > 0 else (current, "")
             words.append(_encoded_word(head, encoding))
+            size = _WordLength(encoding, current)
             room = ENCODED_WORD_MAX
-            if current and len(_encoded_word(current + ch, encoding)) > room:
+            if current and size.with_char(ch) > room:
                 words.append(_encoded_word(current, encoding))
-                current = ""
+                current, size = "", _WordLength(encoding)
         current += ch
+        size.units += size.unit(ch)
     if current:
         words.append(_encoded_word(current, encoding))
     return words

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from pywebpush import WebPusher
+from requests.adapters import HTTPAdapter
 
 from notifier.channels.base import DeliveryResult, PushTarget
 from notifier.config import Settings
@@ -106,6 +107,12 @@ class WebPushSender:
         self._timeout = (min(5.0, settings.push_timeout_seconds), settings.push_timeout_seconds)
         self._owns_session = session is None
         self._session = requests.Session() if session is None else session
+        if session is None:
+            # Up to NOTIFIER_MAX_IN_FLIGHT_PER_HOST pushes run at once per push service (notifier.sending),
+            # each on a kept-alive connection of its own: requests' default pool keeps only 10 per host.
+            adapter = HTTPAdapter(pool_connections=16, pool_maxsize=settings.max_in_flight_per_host)
+            self._session.mount("https://", adapter)
+            self._session.mount("http://", adapter)
         # Looked up per call, not bound at import, so a frozen test clock applies here too.
         self._clock = clock or (lambda: time.time())
         self._lock = threading.Lock()

@@ -4,7 +4,7 @@ Public: `DialogSnapshot`, `Subscription`, `load_dialog`, `load_people`, `load_te
 `push_targets`, `load_shown`, `load_stored`, `message_time`; for operations `ScannedMessage`, `first_id_since`,
 `scan_visitor_messages`, `host_tables_missing`, `recent_decisions`, `delivery_counts`, `failed_deliveries`,
 `dialog_history`; for the host's side `DialogAccess`, `visible_dialog`, `load_viewer`, `MissedDialog`,
-`load_missed`, `MISSED_LIMIT`.
+`load_missed`, `MISSED_LIMIT`; for sending `Route`, `load_routes`.
 """
 
 from notifier.snapshot.access import DialogAccess, load_viewer, visible_dialog
@@ -32,8 +32,11 @@ from notifier.snapshot.ops import (
     scan_visitor_messages,
 )
 from notifier.snapshot.prefs import load_stored
+from notifier.snapshot.routes import Route, load_routes
 
 __all__ = [
+    "Route",
+    "load_routes",
     "MISSED_LIMIT",
     "DialogAccess",
     "DialogSnapshot",

@@ -1,0 +1,203 @@
+"""Concurrent sending (notifier.sending): many deliveries in flight per process, bounded per remote server,
+a stalled server holding up only its own deliveries, and control work on its own queue.
+
+In-process tests drive the pipeline at an explicit `now` (the lanes are real threads, so the clock is passed,
+not frozen); a real SMTP server, the loopback push service, Redis and the suite's database take part.
+The worker tests run real `celery worker` processes, one per queue, as `notifier worker` does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from notifier import models
+from notifier.check import dispatch, run_checks
+from notifier.config import load_settings
+from notifier.deliver import DeliveryOutcome
+from notifier.enums import Channel, DeliveryStatus
+from notifier.errors import ConfigError, Unavailable
+from notifier.pushkeys import generate_vapid_keys
+from notifier.runtime import Runtime
+from notifier.sending import lane_for, run_batch
+from notifier.snapshot import Route
+from tests.conftest import runtime_for
+from tests.procs import REPO, WorkerProc, child_env, wait_until, worker_env
+from tests.pushservice import PushService
+from tests.smtpserver import SmtpServer
+from tests.support import Host
+from worker import client
+from worker.celery_app import CONTROL_QUEUE, SEND_QUEUE, app
+
+PER_HOST = 3
+
+
+def due_deliveries(rt: Runtime, now: float) -> list[int]:
+    """Dispatch and run the due checks at `now`, as the control worker does; the deliveries they create."""
+    checks: list[int] = []
+    created: list[int] = []
+    dispatch(rt, checks.extend, created.append, now)
+    for _ in run_checks(rt, checks, created.append, now):
+        pass
+    return created
+
+
+def statuses(rt: Runtime) -> dict[int, str]:
+    with rt.engine.connect() as conn:
+        rows = conn.execute(select(models.deliveries.c.id, models.deliveries.c.status)).all()
+    return {int(i): str(s) for i, s in rows}
+
+
+@pytest.fixture
+def crt(base_env: dict[str, str], engine: object, redis_server: object) -> Iterator[Runtime]:
+    """A worker's runtime with Web Push on and PER_HOST deliveries in flight per remote server."""
+    private, _public = generate_vapid_keys()
+    settings = load_settings({
+        **base_env,
+        "NOTIFIER_VAPID_PRIVATE_KEY": private,
+        "NOTIFIER_VAPID_SUBJECT": "mailto:ops@replyx.test",
+        "NOTIFIER_PUSH_ALLOWED_HOSTS": "127.0.0.1",
+        "NOTIFIER_MAX_IN_FLIGHT_PER_HOST": str(PER_HOST),
+    })
+    with runtime_for(settings) as runtime:
+        yield runtime
+
+
+def dialogs_due(host: Host, owners: range) -> float:
+    """One dialog per owner, one visitor message each, scheduled now; returns a moment past their grace."""
+    for owner in owners:
+        host.user(owner, f"owner{owner}@example.com", f"Менеджер {owner}")
+        host.dialog(1000 + owner, owner)
+        assert client.schedule_fallback(1000 + owner, host.message(1000 + owner, f"вопрос {owner}"))
+    return time.time() + 61  # grace (60 s) + 1 s
+
+
+def test_a_batch_runs_deliveries_at_once_bounded_per_mail_server(crt: Runtime, hostdb: Host,
+                                                                 smtp_server: SmtpServer) -> None:
+    now = dialogs_due(hostdb, range(1, 10))
+    ids = due_deliveries(crt, now)
+    assert len(ids) == 9
+    smtp_server.stall_next(9, 0.3)  # every mail waits at RCPT, as behind a slow link
+    finished: dict[int, DeliveryOutcome | Unavailable] = {}
+    result = run_batch(crt, ids, lambda d, o: finished.__setitem__(d, o), wait_seconds=30, now=now)
+    assert result.still_running == [] and result.count("sent") == 9 and set(finished) == set(ids)
+    mails = smtp_server.wait_for(9)
+    assert sorted(m.rcpt_tos for m in mails) == sorted((f"owner{o}@example.com",) for o in range(1, 10))
+    lane = lane_for(Route(Channel.EMAIL, None), crt.settings)
+    # Several mails were in flight at once, never more than the bound; each thread kept one connection.
+    assert crt.lanes().peak[lane] == PER_HOST
+    assert crt.email_sender().connections_opened == PER_HOST
+    assert set(statuses(crt).values()) == {DeliveryStatus.SENT.value}
+
+
+def test_a_stalled_mail_server_holds_up_only_its_own_deliveries(crt: Runtime, hostdb: Host,
+                                                                smtp_server: SmtpServer,
+                                                                push_service: PushService) -> None:
+    now = dialogs_due(hostdb, range(1, 3))
+    client.save_subscription(2, push_service.new_subscription("phone-2"))  # owner 2: push at grace
+    ids = due_deliveries(crt, now)
+    with crt.engine.connect() as conn:
+        channel_of = {int(i): str(c) for i, c in conn.execute(select(models.deliveries.c.id, models.deliveries.c.channel))}
+    [mail_id] = [i for i in ids if channel_of[i] == Channel.EMAIL.value]  # owner 1 has no browser: email at grace
+    [push_id] = [i for i in ids if channel_of[i] == Channel.WEBPUSH.value]
+    smtp_server.stall_next(1, 4.0)  # under NOTIFIER_SMTP_TIMEOUT_SECONDS (5)
+    result = run_batch(crt, ids, lambda d, o: None, wait_seconds=2.0, now=now)
+    # The push went while the mail server still held the mail: the batch did not wait for it either.
+    assert result.still_running == [mail_id]
+    assert result.outcomes[push_id] == DeliveryOutcome(DeliveryStatus.SENT)
+    assert [p.name for p in push_service.received] == ["phone-2"] and smtp_server.messages == []
+    [mail] = smtp_server.wait_for(1, timeout=10)  # it finishes in the background, once
+    assert mail.rcpt_tos == ("owner1@example.com",)
+    wait_until(lambda: statuses(crt)[mail_id] == DeliveryStatus.SENT.value, 10, "the mail recorded as sent")
+    assert len(push_service.received) == 1
+
+
+def test_a_transient_refusal_in_a_batch_hands_the_retry_to_the_caller(crt: Runtime, hostdb: Host,
+                                                                      smtp_server: SmtpServer) -> None:
+    now = dialogs_due(hostdb, range(1, 4))
+    ids = due_deliveries(crt, now)
+    smtp_server.refuse_next(1)
+    finished: dict[int, DeliveryOutcome | Unavailable] = {}
+    result = run_batch(crt, ids, lambda d, o: finished.__setitem__(d, o), wait_seconds=30, now=now)
+    assert result.count("sent") == 2 and result.count("pending") == 1
+    [retry] = [o for o in finished.values() if isinstance(o, DeliveryOutcome) and o.status is DeliveryStatus.PENDING]
+    assert retry.retry_in is not None and retry.retry_in > 0
+    assert len(smtp_server.messages) == 2
+
+
+def test_bad_concurrency_settings_are_refused(base_env: dict[str, str]) -> None:
+    for name, value in (("NOTIFIER_MAX_IN_FLIGHT_PER_HOST", "0"), ("NOTIFIER_MAX_IN_FLIGHT_PER_HOST", "lots"),
+                        ("NOTIFIER_SEND_BATCH_SIZE", "100000")):
+        with pytest.raises(ConfigError, match=name):
+            load_settings({**base_env, name: value})
+
+
+def test_sending_tasks_have_their_own_queue() -> None:
+    router = app.amqp.router
+    for name in ("notifier.deliver", "notifier.deliver_batch", "notifier.clear_dialogs"):
+        assert router.route({}, name)["queue"].name == SEND_QUEUE, name
+    for name in ("notifier.dispatch_due", "notifier.check_dialogs", "notifier.reconcile", "notifier.retention"):
+        assert router.route({}, name)["queue"].name == CONTROL_QUEUE, name
+
+
+@pytest.mark.slow
+def test_checks_stay_on_time_behind_a_backlog_of_sends(tmp_path: Path, db_url: str, engine: object,
+                                                       hostdb: Host, redis_server: object,
+                                                       smtp_server: SmtpServer) -> None:
+    """A mail server so slow that sending falls far behind: a new dialog's check still runs at its deadline,
+    while deliveries decided before it are still waiting to be sent."""
+    env = worker_env(db_url, redis_server.url, smtp_server.port, tmp_path,  # type: ignore[attr-defined]
+                     NOTIFIER_MAX_IN_FLIGHT_PER_HOST="1", NOTIFIER_SEND_BATCH_SIZE="5")
+    control = WorkerProc(tmp_path, env, beat=True, name="control", queues=CONTROL_QUEUE)
+    sender = WorkerProc(tmp_path, env, name="send", queues=SEND_QUEUE)
+    try:
+        control.start()
+        sender.start()
+        with runtime_for(load_settings(env)) as rt:
+            smtp_server.stall_next(40, 0.5)  # 40 mails, one at a time, half a second each: 20 s of sending
+            for owner in range(1, 41):
+                hostdb.user(owner, f"owner{owner}@example.com")
+                hostdb.dialog(1000 + owner, owner)
+                assert client.schedule_fallback(1000 + owner, hostdb.message(1000 + owner, "вопрос"))
+            wait_until(lambda: len(statuses(rt)) == 40, 20, "40 deliveries decided", control.tail)
+            hostdb.user(99, "late@example.com")
+            hostdb.dialog(1099, 99)
+            assert client.schedule_fallback(1099, hostdb.message(1099, "ещё вопрос"))
+            wait_until(lambda: len(statuses(rt)) == 41, 20, "the late dialog decided", control.tail)
+            waiting = [s for s in statuses(rt).values() if s != DeliveryStatus.SENT.value]
+            assert len(waiting) >= 10, f"the backlog was gone before the late check ran: {waiting}"
+            wait_until(lambda: len(smtp_server.messages) == 41, 60, "every mail sent", sender.tail)
+            assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == sorted(
+                [f"owner{o}@example.com" for o in range(1, 41)] + ["late@example.com"])
+    finally:
+        control.stop()
+        sender.stop()
+
+
+@pytest.mark.slow
+def test_notifier_worker_runs_a_control_and_a_sending_worker(tmp_path: Path, db_url: str, engine: object,
+                                                            redis_server: object, smtp_server: SmtpServer) -> None:
+    env = child_env(worker_env(db_url, redis_server.url, smtp_server.port, tmp_path))  # type: ignore[attr-defined]
+    log = tmp_path / "notifier-worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "notifier.cli", "worker", "--concurrency", "1"], cwd=REPO,
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: "control@" in log.read_text() and "send@" in log.read_text()
+                   and log.read_text().count(" ready.") == 2, 60, "both workers ready", log.read_text)
+        text = log.read_text()
+        assert f".> {CONTROL_QUEUE} " in text and f".> {SEND_QUEUE} " in text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
