@@ -6,17 +6,23 @@ Celery queue), DB 1 the bare Celery baseline's queue, DB 2 the previous layout's
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.pending import Worker, key_bytes, rss_mb, used_memory, wait_ready
+from bench.pending import key_bytes, process_tree, rss_mb, used_memory
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FAR = 86400.0  # grace of the backlog: nothing falls due while it is measured
 BACKLOG_BASE = 1_000_000  # dialog ids of the N pending dialogs
@@ -123,32 +129,80 @@ def measure_redis_bytes(server_url: str, n: int) -> RedisBytes:
 @dataclass(frozen=True)
 class WorkerMemory:
     n: int  # pending dialogs in Redis while the worker idled
-    rss_mb: float  # VmRSS of the worker's whole process tree (main, pool children), median of readings
+    rss_mb: float  # VmRSS of the whole process tree of `notifier worker`, median of readings
     readings_mb: tuple[float, ...]
+    processes: int
     ready_s: float
 
 
-WORKER_ARGV = ("-A", "worker", "worker", "-E", "-B", "-Q", OUR_QUEUE, "-l", "warning", "--without-mingle", "--without-gossip")
 SETTLE_S = 3.0
 READINGS = 3
+READY_TIMEOUT_S = 90.0
+
+
+class Deployment:
+    """`notifier worker` as the README runs it: a supervisor, a control worker (queue `notifier`, prefork,
+    embedded beat whose dispatcher looks at the backlog every second) and a sending worker (`notifier.send`).
+    It runs in a session of its own, so stopping it ends exactly the processes it started."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "notifier.cli", "worker", "--loglevel", "warning"], cwd=ROOT, env=env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.started = time.monotonic()
+
+    def wait_ready(self, broker: str, workers: int = 2) -> float:
+        """Seconds until both workers answer a control ping."""
+        from celery import Celery
+
+        app = Celery("bench-scale-ping", broker=broker, set_as_current=False)
+        app.conf.update(broker_connection_retry_on_startup=True)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"notifier worker exited early:\n{self.tail()}")
+                if len(app.control.ping(timeout=0.5)) >= workers:
+                    return time.monotonic() - self.started
+            raise RuntimeError(f"notifier worker not ready after {READY_TIMEOUT_S:.0f} s:\n{self.tail()}")
+        finally:
+            app.close()
+
+    def tail(self, lines: int = 20) -> str:
+        text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # the supervisor passes it on to both workers
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # whatever is left of the session we started
+        self.proc.wait(timeout=10)
 
 
 def measure_worker(server_url: str, env: dict[str, str], log_path: Path, n: int) -> WorkerMemory:
-    """A real worker as `notifier worker` runs it (prefork pool, embedded beat: the dispatcher looks at
-    the backlog every second and finds nothing due), started on the backlog already in DB 0."""
-    worker = Worker(f"ours-{n}", list(WORKER_ARGV), env, log_path)
+    """Resident memory of a real deployment started on the backlog already in DB 0, once idle."""
+    deployment = Deployment(env, log_path)
     try:
-        ready = wait_ready(worker, redis_db(server_url, 0))
+        ready = deployment.wait_ready(redis_db(server_url, 0))
         time.sleep(SETTLE_S)
         readings = []
         for _ in range(READINGS):
-            readings.append(rss_mb(worker.pid))
+            readings.append(rss_mb(deployment.proc.pid))
             time.sleep(1.0)
-        if not worker.alive():
-            raise RuntimeError(f"the worker died:\n{worker.log_tail()}")
-        return WorkerMemory(n, round(statistics.median(readings), 1), tuple(round(x, 1) for x in readings), round(ready, 2))
+        if deployment.proc.poll() is not None:
+            raise RuntimeError(f"notifier worker died:\n{deployment.tail()}")
+        return WorkerMemory(n, round(statistics.median(readings), 1), tuple(round(x, 1) for x in readings),
+                            len(process_tree(deployment.proc.pid)), round(ready, 2))  # fmt: skip
     finally:
-        worker.stop()
+        deployment.stop()
 
 
 # ---------------------------------------------------------------------------------------------- schedule cost

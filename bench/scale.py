@@ -11,9 +11,9 @@ database for the worker, and a database `bench_scale` created (and dropped) on t
   Redis      N pending dialogs, one message each, written by the schedule script: MEMORY USAGE (SAMPLES 0)
              of our keys / N, and INFO used_memory growth / N. Baseline: the same backlog in the previous
              layout (a field in the `seen` and `latest` hashes per dialog), same server.
-  worker     a real worker as `notifier worker` runs it (prefork pool, embedded beat), started on the
-             backlog: resident memory of its process tree once idle. Baseline: the same worker started on
-             no backlog at all.
+  worker     `notifier worker` itself (a control worker with embedded beat, a sending worker, prefork
+             pools), started on the backlog: resident memory of its whole process tree once idle.
+             Baseline: the same deployment started on no backlog at all.
   schedule   `worker.client.schedule_fallback` with the backlog in Redis: a new dialog (first message) and
              a message to one of the N pending dialogs (coalesced), p50/p99 per call. Baseline: a bare
              Celery `apply_async` of a no-op task to the same server, in the same rotating rounds.
@@ -313,14 +313,15 @@ def report_dispatch(sizes: tuple[SizeResult, ...]) -> list[str]:
 
 def report_worker(idle: WorkerMemory, sizes: tuple[SizeResult, ...]) -> list[str]:
     out = [
-        "worker memory: RSS of the process tree of `celery -A worker worker -E -B -Q notifier` (prefork), idle",
-        f"  {'N':>8}{'RSS MB':>9}{'readings':>22}{'vs no backlog':>15}{'vs N=' + format(sizes[0].n, ','):>12}",
-        f"  {0:>8,}{idle.rss_mb:>9.1f}{str(idle.readings_mb):>22}{'baseline':>15}{'':>12}",
+        "worker memory: RSS of the whole process tree of `notifier worker` (supervisor; control worker, prefork,",
+        "  with beat; sending worker, prefork), idle with N pending",
+        f"  {'N':>8}{'RSS MB':>9}{'processes':>11}{'readings':>22}{'vs no backlog':>15}{'vs N=' + format(sizes[0].n, ','):>12}",
+        f"  {0:>8,}{idle.rss_mb:>9.1f}{idle.processes:>11}{str(idle.readings_mb):>22}{'baseline':>15}{'':>12}",
     ]
     for s in sizes:
         w = s.worker
-        out.append(f"  {w.n:>8,}{w.rss_mb:>9.1f}{str(w.readings_mb):>22}{w.rss_mb - idle.rss_mb:>+13.1f}MB"
-                   f"{_x(w.rss_mb, sizes[0].worker.rss_mb):>12}")  # fmt: skip
+        out.append(f"  {w.n:>8,}{w.rss_mb:>9.1f}{w.processes:>11}{str(w.readings_mb):>22}"
+                   f"{w.rss_mb - idle.rss_mb:>+13.1f}MB{_x(w.rss_mb, sizes[0].worker.rss_mb):>12}")  # fmt: skip
     return out
 
 
