@@ -15,7 +15,8 @@ Keys (all under `notifier:`):
   time in milliseconds as a delta from t0; ids of 15 digits or more are written whole, unsigned). Each
   recipient's burst starts at its first unread message, so deadlines hold even after a read mid-dialog.
   Small buckets with short values stay in Redis's compact listpack encoding (up to 128 fields of up to 64
-  bytes: a burst of about five messages); see `seen_key`. The newest scheduled message is the largest id.
+  bytes: a burst of about five messages); see `seen_key`. The hot path creates a key once per hundred
+  dialogs, not per dialog (creating keys costs tail latency). The newest scheduled message is the largest id.
 - Legacy layout (before issue 10; read until it drains): `seen` hash dialog_id -> "message=time,..." and `latest`
   hash dialog_id -> newest message id. Nothing writes them any more; `seen_times` merges the legacy entry,
   and a finished check deletes it, so pending dialogs scheduled by an older version lose nothing.
