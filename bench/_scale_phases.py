@@ -35,30 +35,51 @@ OUR_QUEUE = "notifier"
 # ---------------------------------------------------------------------------------------------- filling
 
 
-def fill_backlog(r: Any, n: int, seen_at: float, grace: float, base: int = BACKLOG_BASE) -> None:
-    """N pending dialogs, one message each, written by the schedule script itself (pipelined)."""
+MESSAGE_GAP_S = 7.5  # between a burst's messages
+
+
+def single(_dialog_id: int) -> int:
+    """One message per dialog: the backlog the targets speak of."""
+    return 1
+
+
+def mixed(dialog_id: int) -> int:
+    """A mix of bursts: six dialogs in ten with one message, three with three, one with eight (too long
+    for its bucket's compact encoding: it goes to `seen:long`)."""
+    return (1, 1, 1, 1, 1, 1, 3, 3, 3, 8)[dialog_id % 10]
+
+
+def burst(dialog_id: int, messages: int, seen_at: float) -> list[tuple[int, float]]:
+    first = MESSAGE_BASE + dialog_id * 10
+    return [(first + k, seen_at + MESSAGE_GAP_S * k) for k in range(messages)]
+
+
+def fill_backlog(r: Any, n: int, seen_at: float, grace: float, base: int = BACKLOG_BASE,
+                 bursts: Callable[[int], int] = single) -> None:
+    """N pending dialogs, `bursts(dialog)` messages each, written by the schedule script itself (pipelined)."""
     from notifier.store import SCHEDULE_LUA, schedule_args, schedule_keys
 
     script = r.register_script(SCHEDULE_LUA)
     pipe = r.pipeline(transaction=False)
     for i, dialog_id in enumerate(range(base, base + n), 1):
-        args = schedule_args(dialog_id, MESSAGE_BASE + dialog_id, seen_at, grace)
-        script(keys=schedule_keys(dialog_id), args=args, client=pipe)
+        for message, at in burst(dialog_id, bursts(dialog_id), seen_at):
+            script(keys=schedule_keys(dialog_id), args=schedule_args(dialog_id, message, at, grace), client=pipe)
         if i % FILL_BATCH == 0:
             pipe.execute()
     pipe.execute()
 
 
-def fill_legacy(r: Any, n: int, seen_at: float, grace: float, base: int = BACKLOG_BASE) -> None:
+def fill_legacy(r: Any, n: int, seen_at: float, grace: float, base: int = BACKLOG_BASE,
+                bursts: Callable[[int], int] = single) -> None:
     """The same backlog as the previous layout stored it: the pending zset, a `seen` hash with
-    "message=time" per dialog and a `latest` hash (what a not yet upgraded API process still writes)."""
+    "message=time,..." per dialog and a `latest` hash (what a not yet upgraded API process still writes)."""
     from notifier.store import LEGACY_LATEST, LEGACY_SEEN, PENDING
 
     pipe = r.pipeline(transaction=False)
     for i, dialog_id in enumerate(range(base, base + n), 1):
-        message = MESSAGE_BASE + dialog_id
-        pipe.hset(LEGACY_LATEST, str(dialog_id), str(message))
-        pipe.hset(LEGACY_SEEN, str(dialog_id), f"{message}={seen_at!r}")
+        messages = burst(dialog_id, bursts(dialog_id), seen_at)
+        pipe.hset(LEGACY_LATEST, str(dialog_id), str(messages[-1][0]))
+        pipe.hset(LEGACY_SEEN, str(dialog_id), ",".join(f"{m}={at!r}" for m, at in messages))
         pipe.zadd(PENDING, {str(dialog_id): seen_at + grace}, lt=True)
         if i % FILL_BATCH == 0:
             pipe.execute()
@@ -77,27 +98,38 @@ def our_keys(r: Any) -> list[str]:
 @dataclass(frozen=True)
 class RedisBytes:
     n: int
-    per_dialog: float  # MEMORY USAGE (SAMPLES 0) of our keys / N
+    per_dialog: float  # MEMORY USAGE (SAMPLES 0) of our keys / N, one message per dialog
     used_memory_per_dialog: float  # INFO used_memory growth / N (allocator and hash-table slack included)
     legacy_per_dialog: float  # the previous layout, same backlog, same server, MEMORY USAGE / N
+    mixed_per_dialog: float  # a mix of bursts (see `mixed`): 2 messages per dialog on average
+    mixed_legacy_per_dialog: float
     keys: int  # how many keys hold the backlog
-    encodings: dict[str, int]  # OBJECT ENCODING of the seen buckets -> how many
+    encodings: dict[str, int]  # OBJECT ENCODING of the seen hashes -> how many
+
+
+def memory_of(r: Any, n: int, layout: Callable[..., None], bursts: Callable[[int], int], now: float) -> float:
+    """MEMORY USAGE of our keys / N for a backlog written by `layout` (an empty database afterwards)."""
+    r.flushdb()
+    layout(r, n, now, FAR, bursts=bursts)
+    try:
+        return key_bytes(r, our_keys(r)) / n
+    finally:
+        r.flushdb()
 
 
 def measure_redis_bytes(server_url: str, n: int) -> RedisBytes:
-    """Fills DB 0 with N pending dialogs (left there for the next phases) and DB 2 with the same in the
-    previous layout (flushed afterwards)."""
+    """Fills DB 0 with N pending dialogs (left there for the next phases); DB 2 holds the comparisons
+    (the previous layout, the mix of bursts) one at a time."""
     import redis
 
     from notifier.store import PENDING
 
     ours: Any = redis.Redis.from_url(redis_db(server_url, 0), decode_responses=True)
-    legacy: Any = redis.Redis.from_url(redis_db(server_url, 2), decode_responses=True)
+    other: Any = redis.Redis.from_url(redis_db(server_url, 2), decode_responses=True)
     try:
         now = time.time()
         fill_backlog(ours, 1, now, FAR)  # the script cache and the database's tables: not the backlog's cost
         ours.flushdb()
-        legacy.flushdb()
         before = used_memory(ours)
         fill_backlog(ours, n, now, FAR)
         after = used_memory(ours)
@@ -107,20 +139,19 @@ def measure_redis_bytes(server_url: str, n: int) -> RedisBytes:
             if k != PENDING and ours.exists(k):
                 enc = str(ours.object("encoding", k))
                 encodings[enc] = encodings.get(enc, 0) + 1
-        fill_legacy(legacy, n, now, FAR)
-        legacy_bytes = key_bytes(legacy, our_keys(legacy))
         return RedisBytes(
             n=n,
             per_dialog=key_bytes(ours, keys) / n,
             used_memory_per_dialog=(after - before) / n,
-            legacy_per_dialog=legacy_bytes / n,
+            legacy_per_dialog=memory_of(other, n, fill_legacy, single, now),
+            mixed_per_dialog=memory_of(other, n, fill_backlog, mixed, now),
+            mixed_legacy_per_dialog=memory_of(other, n, fill_legacy, mixed, now),
             keys=int(ours.dbsize()),
             encodings=encodings,
         )
     finally:
-        legacy.flushdb()
         ours.close()
-        legacy.close()
+        other.close()
 
 
 # ---------------------------------------------------------------------------------------------- worker memory

@@ -259,6 +259,8 @@ def evaluate(run_: Run) -> list[Check]:
                 s.redis.per_dialog < BYTES_TARGET) for s in run_.sizes),
         Check(f"Redis < {BYTES_TARGET:g} B per pending dialog at N={large.n:,} (used_memory growth / N)",
               large.redis.used_memory_per_dialog < BYTES_TARGET),
+        Check(f"Redis < {BYTES_TARGET:g} B per pending dialog at N={large.n:,} with the burst mix",
+              large.redis.mixed_per_dialog < BYTES_TARGET),
     ]  # fmt: skip
     rec = run_.reconciler
     if rec is None:
@@ -329,13 +331,15 @@ def report_redis(sizes: tuple[SizeResult, ...]) -> list[str]:
     out = [
         "Redis bytes per pending dialog (MEMORY USAGE of our keys / N; baseline: the previous layout, same backlog)",
         f"  {'N':>8}{'B/dialog':>10}{'used_memory/N':>15}{'keys':>7}{'previous layout':>17}{'vs previous':>13}"
-        f"{'vs N=' + format(sizes[0].n, ','):>12}  bucket encodings",
+        f"{'vs N=' + format(sizes[0].n, ','):>12}{'burst mix':>11}{'(previous)':>12}  encodings",
     ]
     for s in sizes:
         b = s.redis
         out.append(f"  {b.n:>8,}{b.per_dialog:>10.1f}{b.used_memory_per_dialog:>15.1f}{b.keys:>7,}"
                    f"{b.legacy_per_dialog:>17.1f}{_x(b.per_dialog, b.legacy_per_dialog):>13}"
-                   f"{_x(b.per_dialog, sizes[0].redis.per_dialog):>12}  {b.encodings}")  # fmt: skip
+                   f"{_x(b.per_dialog, sizes[0].redis.per_dialog):>12}{b.mixed_per_dialog:>11.1f}"
+                   f"{b.mixed_legacy_per_dialog:>12.1f}  {b.encodings}")  # fmt: skip
+    out.append("  burst mix: 6 dialogs in 10 with one message, 3 with three, 1 with eight (2 messages a dialog on average)")
     return out
 
 

@@ -15,8 +15,10 @@ Keys (all under `notifier:`):
   time in milliseconds as a delta from t0; ids of 15 digits or more are written whole, unsigned). Each
   recipient's burst starts at its first unread message, so deadlines hold even after a read mid-dialog.
   Small buckets with short values stay in Redis's compact listpack encoding (up to 128 fields of up to 64
-  bytes: a burst of about five messages); see `seen_key`. The hot path creates a key once per hundred
-  dialogs, not per dialog (creating keys costs tail latency). The newest scheduled message is the largest id.
+  bytes: a burst of about five messages); see `seen_key`. A longer value moves to `seen:long` (hash
+  dialog_id -> the same packed value), so one long burst never turns its bucket into a hashtable. The hot
+  path creates a key once per hundred dialogs, not per dialog (creating keys costs tail latency). The
+  newest scheduled message is the largest id.
 - Legacy layout (before issue 10; read until it drains): `seen` hash dialog_id -> "message=time,..." and `latest`
   hash dialog_id -> newest message id. Nothing writes them any more; `seen_times` merges the legacy entry,
   and a finished check deletes it, so pending dialogs scheduled by an older version lose nothing.
@@ -45,6 +47,8 @@ PARKED = PREFIX + "parked"
 SEEN_PREFIX = PREFIX + "seen:"
 SEEN_BUCKET = 100  # dialogs per seen hash: under Redis's default hash-max-listpack-entries (128)
 SEEN_CAP = 4000  # characters (~400 messages); later ones count as unseen, i.e. due at once
+SEEN_PACKED_MAX = 64  # bytes: Redis's default hash-max-listpack-value; longer values go to SEEN_LONG
+SEEN_LONG = PREFIX + "seen:long"
 LEGACY_SEEN = PREFIX + "seen"
 LEGACY_LATEST = PREFIX + "latest"
 PRESENCE_ADMIN = PREFIX + "presence:admin"
@@ -52,14 +56,22 @@ PRESENCE_SITE = PREFIX + "presence:site"
 WATERMARK = PREFIX + "reconcile:watermark"
 CLEARS = PREFIX + "clears"
 
-# KEYS: pending, seen bucket. ARGV: dialog, field, message, seen_at (ms), grace (s), seen cap.
-# Returns 1 for a new check. Message ids of at most 14 digits are stored as deltas from the burst's first:
-# Lua numbers are doubles, exact for such ids and their differences; longer ids are written whole and never
-# computed with. Times are whole milliseconds (exact in a double for millions of years).
+# KEYS: pending, seen bucket, long seen. ARGV: dialog, field, message, seen_at (ms), grace (s), seen cap,
+# packed limit. Returns 1 for a new check. Message ids of at most 14 digits are stored as deltas from the
+# burst's first: Lua numbers are doubles, exact for such ids and their differences; longer ids are written
+# whole and never computed with. Times are whole milliseconds (exact in a double for millions of years).
+# A value that outgrows the packed limit moves to `seen:long`: one long burst would otherwise turn its
+# whole bucket into a hashtable until the bucket empties.
 SCHEDULE_LUA = """
 local v = redis.call('HGET', KEYS[2], ARGV[2])
+local long = false
 if not v then
-  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. '@' .. ARGV[4])
+  v = redis.call('HGET', KEYS[3], ARGV[1])
+  long = v and true or false
+end
+local new = nil
+if not v then
+  new = ARGV[3] .. '@' .. ARGV[4]
 elseif string.len(v) < tonumber(ARGV[6]) then
   local m0, t0 = string.match(v, '^(%d+)@(%-?%d+)')
   if ARGV[3] ~= m0 then
@@ -69,8 +81,18 @@ elseif string.len(v) < tonumber(ARGV[6]) then
       id = (d > 0 and '+' or '') .. string.format('%d', d)
     end
     if not string.find(v, ',' .. id .. '@', 1, true) then
-      redis.call('HSET', KEYS[2], ARGV[2], v .. ',' .. id .. '@' .. string.format('%d', tonumber(ARGV[4]) - tonumber(t0)))
+      new = v .. ',' .. id .. '@' .. string.format('%d', tonumber(ARGV[4]) - tonumber(t0))
     end
+  end
+end
+if new then
+  if long then
+    redis.call('HSET', KEYS[3], ARGV[1], new)
+  elseif string.len(new) > tonumber(ARGV[7]) then
+    redis.call('HDEL', KEYS[2], ARGV[2])
+    redis.call('HSET', KEYS[3], ARGV[1], new)
+  else
+    redis.call('HSET', KEYS[2], ARGV[2], new)
   end
 end
 return redis.call('ZADD', KEYS[1], 'LT', tonumber(ARGV[4]) / 1000 + tonumber(ARGV[5]), ARGV[1])
@@ -121,14 +143,14 @@ return {due, parked}
 """
 
 # A finished check: drop the lease and its failure record; schedule the recheck (earliest wins); or, when
-# nothing is left to do and no newer message is pending, forget the dialog's seen times (and any left in
-# the legacy layout). KEYS: pending, inflight, seen bucket, legacy seen, legacy latest, running, failures,
-# parked. ARGV: dialog, recheck_at or '', seen field.
+# nothing is left to do and no newer message is pending, forget the dialog's seen times (wherever they
+# are, the legacy layout included). KEYS: pending, inflight, seen bucket, long seen, legacy seen, legacy
+# latest, running, failures, parked. ARGV: dialog, recheck_at or '', seen field.
 FINISH_LUA = """
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[6], ARGV[1])
 redis.call('HDEL', KEYS[7], ARGV[1])
 redis.call('HDEL', KEYS[8], ARGV[1])
+redis.call('HDEL', KEYS[9], ARGV[1])
 if ARGV[2] ~= '' then
   redis.call('ZADD', KEYS[1], 'LT', tonumber(ARGV[2]), ARGV[1])
   return 1
@@ -137,6 +159,7 @@ if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   redis.call('HDEL', KEYS[3], ARGV[3])
   redis.call('HDEL', KEYS[4], ARGV[1])
   redis.call('HDEL', KEYS[5], ARGV[1])
+  redis.call('HDEL', KEYS[6], ARGV[1])
 end
 return 0
 """
@@ -162,12 +185,12 @@ return n
 
 def schedule_keys(dialog_id: int) -> list[str]:
     """KEYS of SCHEDULE_LUA."""
-    return [PENDING, seen_key(dialog_id)[0]]
+    return [PENDING, seen_key(dialog_id)[0], SEEN_LONG]
 
 
 def schedule_args(dialog_id: int, message_id: int, seen_at: float, grace: float) -> list[int | float | str]:
     """ARGV of SCHEDULE_LUA (shared by the sync and asyncio clients)."""
-    return [dialog_id, seen_key(dialog_id)[1], message_id, seen_ms(seen_at), grace, SEEN_CAP]
+    return [dialog_id, seen_key(dialog_id)[1], message_id, seen_ms(seen_at), grace, SEEN_CAP, SEEN_PACKED_MAX]
 
 
 class HotScript:
@@ -193,10 +216,10 @@ class HotScript:
         conn = self._conn
         try:
             try:
-                conn.send_command("EVALSHA", self._sha, 2, *argv)
+                conn.send_command("EVALSHA", self._sha, 3, *argv)
                 return bool(conn.read_response())
             except redis.exceptions.NoScriptError:  # a restarted or flushed Redis forgot the script
-                conn.send_command("EVAL", SCHEDULE_LUA, 2, *argv)
+                conn.send_command("EVAL", SCHEDULE_LUA, 3, *argv)
                 return bool(conn.read_response())
         except (redis.RedisError, OSError):
             conn.disconnect()
@@ -284,7 +307,7 @@ class Store:
     def finish(self, dialog_id: int, recheck_at: float | None) -> None:
         bucket, slot = seen_key(dialog_id)
         args: list[str | float] = [dialog_id, "" if recheck_at is None else repr(recheck_at), slot]
-        keys = [PENDING, INFLIGHT, bucket, LEGACY_SEEN, LEGACY_LATEST, RUNNING, FAILURES, PARKED]
+        keys = [PENDING, INFLIGHT, bucket, SEEN_LONG, LEGACY_SEEN, LEGACY_LATEST, RUNNING, FAILURES, PARKED]
         self._finish(keys=keys, args=args)
 
     def check_failed(
@@ -306,9 +329,9 @@ class Store:
         bucket, slot = seen_key(dialog_id)
         pipe = self.r.pipeline(transaction=False)
         pipe.hget(bucket, slot)
+        pipe.hget(SEEN_LONG, str(dialog_id))
         pipe.hget(LEGACY_SEEN, str(dialog_id))
-        packed, legacy = pipe.execute()
-        return merge_seen(parse_seen(packed), parse_seen(legacy))
+        return merge_seen(*(parse_seen(raw) for raw in pipe.execute()))
 
     def latest(self, dialog_id: int) -> int | None:
         """The newest message id scheduled for the dialog while it has seen times (None: none)."""

@@ -12,6 +12,8 @@ from notifier.store import (
     LEGACY_SEEN,
     PENDING,
     SEEN_CAP,
+    SEEN_LONG,
+    SEEN_PACKED_MAX,
     Store,
     merge_seen,
     parse_seen,
@@ -64,18 +66,37 @@ def test_times_are_kept_to_the_millisecond(store: Store) -> None:
     assert store.seen_times(42) == {1: T0 + 0.123, 2: T0 + 5.001}
 
 
-def test_a_burst_of_five_stays_compact_and_the_cap_holds(store: Store) -> None:
+def test_a_burst_of_five_stays_compact(store: Store) -> None:
     for dialog in range(1200, 1300):
         for i in range(5):
             store.schedule(dialog, 10_000_000 + dialog * 10 + i, T0 + 7.5 * i, 60)
     key = seen_key(1200)[0]
     assert store.r.hlen(key) == 100
     assert store.r.object("encoding", key) == "listpack"
-    # A dialog with hundreds of messages in one burst stops recording at the cap: later ones are unseen
-    # (due at once), never an error.
+    assert store.r.exists(SEEN_LONG) == 0
+
+
+def test_a_long_burst_moves_out_of_its_bucket_and_the_cap_holds(store: Store) -> None:
+    """One dialog's long burst must not turn its bucket (a hundred dialogs) into a hashtable."""
+    for dialog in range(1200, 1300):
+        store.schedule(dialog, 10_000_000 + dialog, T0, 60)
+    expected: dict[int, float] = {}
+    for i in range(12):
+        store.schedule(1234, 20_000_000 + i, T0 + i, 60)
+        expected.setdefault(20_000_000 + i, T0 + i)
+    key, slot = seen_key(1234)
+    assert store.r.hget(key, slot) is None and store.r.object("encoding", key) == "listpack"
+    assert len(store.r.hget(SEEN_LONG, "1234")) > SEEN_PACKED_MAX
+    assert store.seen_times(1234) == {10_000_000 + 1234: T0, **expected}
+    store.schedule(1234, 20_000_000 + 99, T0 + 99, 60)  # later messages follow it there
+    assert store.latest(1234) == 20_000_099
+    store.r.zrem(PENDING, "1234")
+    store.finish(1234, None)
+    assert store.seen_times(1234) == {} and store.r.exists(SEEN_LONG) == 0
+    # Hundreds of messages in one burst: recording stops at the cap; later ones are unseen (due at once).
     for mid in range(1, 2000):
         store.schedule(99, mid, T0 + mid, 60)
-    raw = store.r.hget(*seen_key(99))
+    raw = store.r.hget(SEEN_LONG, "99")
     assert SEEN_CAP <= len(raw) < SEEN_CAP + 40
     assert list(store.seen_times(99)) == list(range(1, len(store.seen_times(99)) + 1))
 
