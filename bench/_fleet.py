@@ -190,13 +190,6 @@ def schedule_due(redis_url: str, pairs: list[tuple[int, int]], seen_at: float, g
     return seen_at + grace
 
 
-def split_queues_available() -> bool:
-    """Does this worker send from its own queue (`notifier.send`, `notifier.deliver_batch`)?"""
-    import worker.tasks
-
-    return hasattr(worker.tasks, "deliver_batch")
-
-
 def fleet_env(db_url: str, redis_url: str, sinks: Sinks, folder: Path, **overrides: str) -> dict[str, str]:
     """The workers' settings: the tests' environment with the product's own leases and retry timings (no
     test shortcuts), push on (VAPID key, the sink's host allowed), the sink's certificate trusted."""
@@ -238,19 +231,15 @@ class Fleet:
 
 
 def start_fleet(folder: Path, env: dict[str, str], loglevel: str = "info") -> Fleet:
-    """With the split queues: a control worker (queue notifier, beat, solo) and a sender (queue notifier.send,
-    prefork, concurrency 2). Before them: one worker on the single queue, beat, prefork 2."""
-    if split_queues_available():
-        fleet = Fleet("control (notifier, beat, solo) + sender (notifier.send, prefork -c 2)")
-        fleet.procs += [
-            WorkerProc(folder, env, beat=True, name="control", pool="solo", queues="notifier", loglevel=loglevel, quiet=True),
-            WorkerProc(folder, env, name="sender", pool="prefork", concurrency=2, queues="notifier.send",
-                       loglevel=loglevel, quiet=True),
-        ]
-    else:
-        fleet = Fleet("one worker (notifier, beat, prefork -c 2): the single queue")
-        fleet.procs.append(WorkerProc(folder, env, beat=True, name="single", pool="prefork", concurrency=2,
-                                      loglevel=loglevel, quiet=True))
+    """As `notifier worker` lays them out: a control worker (queue notifier, beat) and a sending worker
+    (queue notifier.send), each prefork with one process per core (2 here)."""
+    fleet = Fleet("control (notifier, beat, prefork -c 2) + sender (notifier.send, prefork -c 2)")
+    fleet.procs += [
+        WorkerProc(folder, env, beat=True, name="control", pool="prefork", concurrency=2, queues="notifier",
+                   loglevel=loglevel, quiet=True),
+        WorkerProc(folder, env, name="sender", pool="prefork", concurrency=2, queues="notifier.send",
+                   loglevel=loglevel, quiet=True),
+    ]
     try:
         for p in fleet.procs:
             p.start(wait_ready=False)

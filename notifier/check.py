@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
+
 from notifier import ledger, metrics, snapshot
 from notifier.config import Settings
 from notifier.decide import CheckInput, Decision, RecipientState, decide
@@ -73,20 +75,44 @@ def build_input(
     )
 
 
-def gather(rt: Runtime, dialog_id: int, now: float) -> tuple[snapshot.DialogSnapshot, CheckInput] | None:
+Gathered = tuple[snapshot.DialogSnapshot, CheckInput] | None
+
+
+def gather(rt: Runtime, dialog_id: int, now: float) -> Gathered:
     """The same facts for the check and for every delivery's last look before sending."""
-    seen = rt.store.seen_times(dialog_id)
-    with rt.engine.connect() as conn:
-        snap = snapshot.load_dialog(conn, dialog_id, now, rt.push_enabled)
-    if snap is None:
-        return None
-    online = rt.store.online_on_dialog([c.person.id for c in snap.candidates], dialog_id, now)
-    return snap, build_input(snap, online, seen, now, rt.settings)
+    return gather_many(rt, [dialog_id], now)[dialog_id]
 
 
-def run_check(rt: Runtime, dialog_id: int, now: float | None = None) -> CheckResult:
+def gather_many(rt: Runtime, dialog_ids: list[int], now: float, conn: Connection | None = None) -> dict[int, Gathered]:
+    """`gather` for a chunk of dialogs, with one database read for all of them (`snapshot.load_dialogs`),
+    on `conn` if given. Redis first, as for one dialog: a message scheduled meanwhile is in the database
+    read, not missed."""
+    seen = {d: rt.store.seen_times(d) for d in dialog_ids}
+    if conn is None:
+        with rt.engine.connect() as own:
+            snaps = snapshot.load_dialogs(own, dialog_ids, now, rt.push_enabled)
+    else:
+        snaps = snapshot.load_dialogs(conn, dialog_ids, now, rt.push_enabled)
+    out: dict[int, Gathered] = {}
+    for dialog_id in dialog_ids:
+        snap = snaps.get(dialog_id)
+        if snap is None:
+            out[dialog_id] = None
+            continue
+        online = rt.store.online_on_dialog([c.person.id for c in snap.candidates], dialog_id, now)
+        out[dialog_id] = snap, build_input(snap, online, seen[dialog_id], now, rt.settings)
+    return out
+
+
+_UNREAD = object()  # run_check's "read the facts yourself"
+
+
+def run_check(rt: Runtime, dialog_id: int, now: float | None = None, gathered: Gathered | object = _UNREAD) -> CheckResult:
+    """Decide one dialog and record it; `gathered`: its facts already read with its chunk (`gather_many`)."""
     now = time.time() if now is None else now
-    gathered = gather(rt, dialog_id, now)
+    if gathered is _UNREAD:
+        gathered = gather(rt, dialog_id, now)
+    assert gathered is None or isinstance(gathered, tuple)
     recheck_at: float | None = None
     if gathered is None:
         decisions: tuple[Decision, ...] = (Decision(None, Action.SKIP, Reason.NO_DIALOG),)
@@ -110,13 +136,14 @@ def run_check(rt: Runtime, dialog_id: int, now: float | None = None) -> CheckRes
     return CheckResult(decisions, tuple(created), recheck_at)
 
 
-def check_and_enqueue(rt: Runtime, dialog_id: int, enqueue: Callable[[int], object], now: float | None = None) -> CheckResult:
+def check_and_enqueue(rt: Runtime, dialog_id: int, enqueue: Callable[[int], object], now: float | None = None,
+                      gathered: Gathered | object = _UNREAD) -> CheckResult:
     """Run a check, hand its new deliveries to `enqueue`, then release the dialog (or set its recheck).
 
     The release comes last: a crash before it leaves the inflight lease to expire, and the check runs
     again, harmlessly, against the same ledger keys.
     """
-    result = run_check(rt, dialog_id, now)
+    result = run_check(rt, dialog_id, now, gathered)
     for delivery_id in result.delivery_ids:
         enqueue(delivery_id)
     rt.store.finish(dialog_id, result.recheck_at)
@@ -130,10 +157,19 @@ def run_checks(
 
     One dialog's error costs that dialog an attempt, never the others their turn; an outage (database or
     Redis unreachable) stops the chunk and propagates, so the caller retries what was not yielded."""
-    rt.store.begin_checks(dialog_ids, time.time() if now is None else now, rt.settings.check_lease_seconds)
+    started = time.time() if now is None else now
+    rt.store.begin_checks(dialog_ids, started, rt.settings.check_lease_seconds)
+    try:
+        facts: dict[int, Gathered] = gather_many(rt, dialog_ids, started)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        # One dialog's bad data (an id beyond its column, say) must not fail the others: each reads alone.
+        log.warning("check chunk of %d read alone error=%s", len(dialog_ids), describe(exc))
+        facts = {}
     for dialog_id in dialog_ids:
         try:
-            result: CheckResult | None = check_and_enqueue(rt, dialog_id, enqueue, now)
+            result: CheckResult | None = check_and_enqueue(rt, dialog_id, enqueue, started, facts.get(dialog_id, _UNREAD))
         except Exception as exc:
             if is_outage(exc):
                 raise

@@ -54,7 +54,7 @@ class Settings:
     outbox_dir: Path = Path("var/outbox")
     dialog_url: str = "https://replyx.ru/dialogs?dialog_id={dialog_id}"
     default_language: str = "ru"
-    dispatch_interval_seconds: float = 1.0
+    dispatch_interval_seconds: float = 0.25
     reconcile_interval_seconds: float = 30.0
     # The reconciler schedules a message only once it is this far past its grace deadline.
     reconcile_margin_seconds: float = 30.0
@@ -320,7 +320,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         outbox_dir=Path(env.get("NOTIFIER_OUTBOX_DIR") or "var/outbox"),
         dialog_url=dialog_url,
         default_language=language,
-        dispatch_interval_seconds=_float(env, "NOTIFIER_DISPATCH_INTERVAL_SECONDS", 1.0, minimum=0.05),
+        dispatch_interval_seconds=_float(env, "NOTIFIER_DISPATCH_INTERVAL_SECONDS", 0.25, minimum=0.05),
         reconcile_interval_seconds=_float(env, "NOTIFIER_RECONCILE_INTERVAL_SECONDS", 30.0, minimum=0.1),
         reconcile_margin_seconds=_float(env, "NOTIFIER_RECONCILE_MARGIN_SECONDS", 30.0),
         reconcile_lookback_hours=_float(env, "NOTIFIER_RECONCILE_LOOKBACK_HOURS", 24.0, minimum=0.01),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from notifier import ledger, metrics, snapshot
 from notifier.channels.base import EmailTarget, PushTarget
 from notifier.channels.email import message_id_for
-from notifier.check import gather, log_decision
+from notifier.check import gather_many, log_decision
 from notifier.decide import Decision, PendingDelivery, decide_delivery, recipients_changed
 from notifier.enums import Action, Channel, DeliveryStatus, FailReason, Reason
 from notifier.errors import PermanentError, SubscriptionGone, TransientError, Unavailable
@@ -87,15 +87,19 @@ def _failed_attempt(rt: Runtime, row: ledger.DeliveryRow, exc: Exception, now: f
 def _attempt(rt: Runtime, row: ledger.DeliveryRow, now: float) -> DeliveryOutcome:
     settings = rt.settings
     subscription = None
-    if row.channel is Channel.WEBPUSH:
-        with rt.engine.connect() as conn:
+    # One connection for every read of this attempt; given back before anything goes over the network.
+    with rt.engine.connect() as conn:
+        if row.channel is Channel.WEBPUSH:
             subscription = snapshot.load_subscription(conn, int(row.target))
-    gathered = gather(rt, row.dialog_id, now)
-    if gathered is None:
-        decision = Decision(row.manager_id, Action.SKIP, Reason.NO_DIALOG, row.channel, row.burst_floor)
-    else:
-        owner = subscription.manager_id if subscription is not None else None
-        decision = decide_delivery(gathered[1], PendingDelivery(row.manager_id, row.channel, row.burst_floor, owner))
+        gathered = gather_many(rt, [row.dialog_id], now, conn)[row.dialog_id]
+        if gathered is None:
+            decision = Decision(row.manager_id, Action.SKIP, Reason.NO_DIALOG, row.channel, row.burst_floor)
+        else:
+            owner = subscription.manager_id if subscription is not None else None
+            decision = decide_delivery(gathered[1], PendingDelivery(row.manager_id, row.channel, row.burst_floor, owner))
+        shown: tuple[tuple[int, str], ...] = ()
+        if decision.action not in (Action.SKIP, Action.HOLD) and gathered is not None:
+            shown = snapshot.load_shown(conn, row.dialog_id, decision.burst_floor, MAX_SHOWN)
     if decision.action is Action.HOLD and decision.due_at is not None:
         # Quiet hours began while it waited: not now, and not an attempt; back in line for when they end.
         ledger.hold(rt.engine, row.id, now, decision.due_at)
@@ -114,8 +118,6 @@ def _attempt(rt: Runtime, row: ledger.DeliveryRow, now: float) -> DeliveryOutcom
     state = next(s for s in inp.recipients if s.candidate.person.id == row.manager_id)
     person = state.candidate.person
     unread = inp.messages.unread_above(decision.burst_floor)
-    with rt.engine.connect() as conn:
-        shown = snapshot.load_shown(conn, row.dialog_id, decision.burst_floor, MAX_SHOWN)
     ctx = RenderContext(
         dialog_id=row.dialog_id,
         language=state.prefs.language,

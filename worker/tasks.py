@@ -247,7 +247,7 @@ def _log_format(logger: logging.Logger | None = None, **_: Any) -> None:
 
 @after_setup_logger.connect
 def _quiet_routine_lines(**_: Any) -> None:
-    # The dispatcher runs every second: Celery's per-task received/succeeded and beat's "sending" lines would
+    # The dispatcher runs four times a second: Celery's per-task received/succeeded and beat's "sending" lines would
     # bury our one-line-per-decision log. Failures still log at WARNING and above.
     for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,6 +1,6 @@
 """Every read of the host's tables and ours, and nothing else. Writes live in `notifier.ledger`.
 
-Public: `DialogSnapshot`, `Subscription`, `load_dialog`, `load_people`, `load_team`, `load_subscription`,
+Public: `DialogSnapshot`, `Subscription`, `load_dialog`, `load_dialogs`, `load_people`, `load_team`, `load_subscription`,
 `push_targets`, `load_shown`, `load_stored`, `message_time`; for operations `ScannedMessage`, `first_id_since`,
 `scan_visitor_messages`, `host_tables_missing`, `recent_decisions`, `delivery_counts`, `failed_deliveries`,
 `dialog_history`; for the host's side `DialogAccess`, `visible_dialog`, `load_viewer`, `MissedDialog`,
@@ -13,6 +13,7 @@ from notifier.snapshot.dialog import (
     DialogSnapshot,
     Subscription,
     load_dialog,
+    load_dialogs,
     load_people,
     load_subscription,
     load_team,
@@ -49,6 +50,7 @@ __all__ = [
     "first_id_since",
     "host_tables_missing",
     "load_dialog",
+    "load_dialogs",
     "load_missed",
     "load_people",
     "load_pushed",

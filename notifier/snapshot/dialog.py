@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, select
@@ -13,7 +13,7 @@ from notifier.decide import Candidate, Decision, DialogFacts, Messages, Person, 
 from notifier.enums import Channel
 from notifier.preferences import Stored
 from notifier.snapshot.hosttime import message_time
-from notifier.snapshot.messages import load_messages
+from notifier.snapshot.messages import count_unread, last_manager_ids, newest_visitor
 from notifier.snapshot.prefs import load_stored
 
 
@@ -51,59 +51,98 @@ def load_people(conn: Connection, ids: set[int]) -> dict[int, Person]:
 
 
 def load_team(conn: Connection, owner_id: int) -> frozenset[int]:
+    return _teams(conn, {owner_id}).get(owner_id, frozenset())
+
+
+def _teams(conn: Connection, owner_ids: Collection[int]) -> dict[int, frozenset[int]]:
     t = models.team_members
-    return frozenset(conn.execute(select(t.c.user_id).where(t.c.owner_id == owner_id)).scalars())
+    teams: dict[int, set[int]] = defaultdict(set)
+    for owner_id, user_id in conn.execute(select(t.c.owner_id, t.c.user_id).where(t.c.owner_id.in_(list(owner_ids)))):
+        teams[int(owner_id)].add(int(user_id))
+    return {k: frozenset(v) for k, v in teams.items()}
 
 
 def load_dialog(conn: Connection, dialog_id: int, now: float, push_enabled: bool) -> DialogSnapshot | None:
+    return load_dialogs(conn, [dialog_id], now, push_enabled).get(dialog_id)
+
+
+def load_dialogs(conn: Connection, dialog_ids: Collection[int], now: float, push_enabled: bool) -> dict[int, DialogSnapshot]:
+    """The snapshots of several dialogs (a chunk of checks, or the one dialog of a delivery), each exactly
+    what reading it alone would give: one statement per kind of fact for all of them, plus one count per
+    dialog. Dialogs that do not exist are left out."""
     d, a = host.dialogs, host.assistants
-    row = conn.execute(
+    rows = conn.execute(
         select(
             d.c.id, d.c.user_id, d.c.handoff_status, d.c.is_taken_over, d.c.assigned_manager_id, d.c.ended_at,
             d.c.first_name, d.c.last_name, d.c.telegram_username, a.c.name,
         )
         .select_from(d.outerjoin(a, a.c.id == d.c.assistant_id))
-        .where(d.c.id == dialog_id)
-    ).one_or_none()
-    if row is None:
-        return None
-    facts = DialogFacts(
-        id=row.id,
-        owner_id=row.user_id,
-        handoff_status=row.handoff_status,
-        is_taken_over=bool(row.is_taken_over),
-        assigned_manager_id=row.assigned_manager_id,
-        ended_at=None if row.ended_at is None else message_time(row.ended_at, now),
-    )
-    team = load_team(conn, facts.owner_id)
-    wanted = {facts.owner_id, *team} | ({facts.assigned_manager_id} if facts.assigned_manager_id is not None else set())
-    candidates, refused = resolve_recipients(facts, load_people(conn, wanted), team)
-    ids = [c.person.id for c in candidates]
-    pointers = _pointers(conn, dialog_id, ids)
-    messages, last_visitor_at = load_messages(conn, dialog_id, pointers.values(), now)
-    name = " ".join(p for p in (row.first_name, row.last_name) if p) or (
-        f"@{row.telegram_username}" if row.telegram_username else None
-    )
-    return DialogSnapshot(
-        facts=replace(facts, last_visitor_at=last_visitor_at),
-        visitor_name=name,
-        site_name=row.name,
-        candidates=candidates,
-        refused=refused,
-        pointers=pointers,
-        with_push=_with_push(conn, ids) if push_enabled else frozenset(),
-        notified=_notified(conn, dialog_id, ids, messages.last_manager_id),
-        messages=messages,
-        stored=load_stored(conn, ids, dialog_id),
-    )
+        .where(d.c.id.in_(sorted(set(dialog_ids))))
+    ).all()
+    if not rows:
+        return {}
+    facts = {
+        int(row.id): DialogFacts(
+            id=row.id,
+            owner_id=row.user_id,
+            handoff_status=row.handoff_status,
+            is_taken_over=bool(row.is_taken_over),
+            assigned_manager_id=row.assigned_manager_id,
+            ended_at=None if row.ended_at is None else message_time(row.ended_at, now),
+        )
+        for row in rows
+    }
+    teams = _teams(conn, {f.owner_id for f in facts.values()})
+    wanted: set[int] = set()
+    for f in facts.values():
+        wanted |= {f.owner_id, *teams.get(f.owner_id, ())}
+        if f.assigned_manager_id is not None:
+            wanted.add(f.assigned_manager_id)
+    people = load_people(conn, wanted)
+    resolved = {i: resolve_recipients(f, people, teams.get(f.owner_id, frozenset())) for i, f in facts.items()}
+    ids_of = {i: [c.person.id for c in candidates] for i, (candidates, _refused) in resolved.items()}
+    everyone = sorted({m for ids in ids_of.values() for m in ids})
+    pointers = _pointers(conn, list(facts), everyone)
+    managers = last_manager_ids(conn, list(facts))
+    newest = newest_visitor(conn, list(facts))
+    with_push = _with_push(conn, everyone) if push_enabled else frozenset()
+    notified = _notified(conn, list(facts), everyone, min(managers.get(i, 0) for i in facts))
+    stored = load_stored(conn, everyone, list(facts))
+    out: dict[int, DialogSnapshot] = {}
+    for row in rows:
+        dialog_id = int(row.id)
+        ids = ids_of[dialog_id]
+        mine = {m: p for (dd, m), p in pointers.items() if dd == dialog_id and m in ids}
+        messages, last_visitor_at = count_unread(conn, dialog_id, managers.get(dialog_id, 0), newest.get(dialog_id),
+                                                 mine.values(), now)
+        name = " ".join(p for p in (row.first_name, row.last_name) if p) or (
+            f"@{row.telegram_username}" if row.telegram_username else None
+        )
+        floors = notified.get(dialog_id, {})
+        kept = {m: frozenset(x for x in floors.get(m, ()) if x[1] >= messages.last_manager_id) for m in ids}
+        out[dialog_id] = DialogSnapshot(
+            facts=replace(facts[dialog_id], last_visitor_at=last_visitor_at),
+            visitor_name=name,
+            site_name=row.name,
+            candidates=resolved[dialog_id][0],
+            refused=resolved[dialog_id][1],
+            pointers=mine,
+            with_push=frozenset(with_push & set(ids)),
+            # A burst's floor is never below the last manager message: older bursts cannot matter any more.
+            notified={m: found for m, found in kept.items() if found},
+            messages=messages,
+            stored={m: replace(stored[m], muted_dialogs=stored[m].muted_dialogs & {dialog_id}) for m in ids},
+        )
+    return out
 
 
-def _pointers(conn: Connection, dialog_id: int, ids: list[int]) -> dict[int, int]:
+def _pointers(conn: Connection, dialog_ids: list[int], ids: list[int]) -> dict[tuple[int, int], int]:
     if not ids:
         return {}
     rp = models.read_pointers
-    rows = conn.execute(select(rp.c.manager_id, rp.c.message_id).where(rp.c.dialog_id == dialog_id, rp.c.manager_id.in_(ids)))
-    return {int(r.manager_id): int(r.message_id) for r in rows}
+    rows = conn.execute(select(rp.c.dialog_id, rp.c.manager_id, rp.c.message_id)
+                        .where(rp.c.dialog_id.in_(dialog_ids), rp.c.manager_id.in_(ids)))
+    return {(int(r.dialog_id), int(r.manager_id)): int(r.message_id) for r in rows}
 
 
 def _with_push(conn: Connection, ids: list[int]) -> frozenset[int]:
@@ -113,20 +152,21 @@ def _with_push(conn: Connection, ids: list[int]) -> frozenset[int]:
     return frozenset(conn.execute(select(ps.c.manager_id).where(ps.c.manager_id.in_(ids)).distinct()).scalars())
 
 
-def _notified(conn: Connection, dialog_id: int, ids: list[int], floor_at_least: int) -> dict[int, frozenset[tuple[Channel, int]]]:
+def _notified(conn: Connection, dialog_ids: list[int], ids: list[int],
+              floor_at_least: int) -> dict[int, dict[int, set[tuple[Channel, int]]]]:
+    """dialog -> manager -> (channel, burst floor) already in the ledger, floors from `floor_at_least` up."""
     if not ids:
         return {}
     dl = models.deliveries
-    # A burst's floor is never below the last manager message: older bursts cannot matter any more.
     rows = conn.execute(
-        select(dl.c.manager_id, dl.c.channel, dl.c.burst_floor)
-        .where(dl.c.dialog_id == dialog_id, dl.c.manager_id.in_(ids), dl.c.burst_floor >= floor_at_least)
+        select(dl.c.dialog_id, dl.c.manager_id, dl.c.channel, dl.c.burst_floor)
+        .where(dl.c.dialog_id.in_(dialog_ids), dl.c.manager_id.in_(ids), dl.c.burst_floor >= floor_at_least)
         .distinct()
     ).all()
-    out: dict[int, set[tuple[Channel, int]]] = defaultdict(set)
+    out: dict[int, dict[int, set[tuple[Channel, int]]]] = defaultdict(lambda: defaultdict(set))
     for r in rows:
-        out[int(r.manager_id)].add((Channel(r.channel), int(r.burst_floor)))
-    return {k: frozenset(v) for k, v in out.items()}
+        out[int(r.dialog_id)][int(r.manager_id)].add((Channel(r.channel), int(r.burst_floor)))
+    return out
 
 
 def push_targets(conn: Connection, manager_id: int) -> list[str]:

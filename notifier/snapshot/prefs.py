@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -18,16 +19,16 @@ def _quiet(start: str | None, end: str | None) -> QuietHours | None:
     return QuietHours(dt.time.fromisoformat(start), dt.time.fromisoformat(end))
 
 
-def load_stored(conn: Connection, manager_ids: list[int], dialog_id: int | None = None) -> dict[int, Stored]:
-    """Stored preferences per manager. `muted_dialogs` holds every muted dialog, or with `dialog_id` only
-    that one if muted (what a decision about it needs)."""
+def load_stored(conn: Connection, manager_ids: list[int], dialog_ids: Collection[int] | None = None) -> dict[int, Stored]:
+    """Stored preferences per manager. `muted_dialogs` holds every muted dialog, or with `dialog_ids` only
+    those of them that are muted (what decisions about them need)."""
     if not manager_ids:
         return {}
     p, md = models.preferences, models.muted_dialogs
     rows: dict[int, Any] = {r.manager_id: r for r in conn.execute(select(p).where(p.c.manager_id.in_(manager_ids)))}
     muted_query = select(md.c.manager_id, md.c.dialog_id).where(md.c.manager_id.in_(manager_ids))
-    if dialog_id is not None:
-        muted_query = muted_query.where(md.c.dialog_id == dialog_id)
+    if dialog_ids is not None:
+        muted_query = muted_query.where(md.c.dialog_id.in_(list(dialog_ids)))
     muted: dict[int, set[int]] = defaultdict(set)
     for m in conn.execute(muted_query):
         muted[int(m.manager_id)].add(int(m.dialog_id))

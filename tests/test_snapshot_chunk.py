@@ -1,0 +1,73 @@
+"""A chunk of checks reads its dialogs together (`snapshot.load_dialogs`): each snapshot must be exactly the
+one its dialog gives when read alone, whatever the other dialogs of the chunk hold."""
+
+from __future__ import annotations
+
+import time
+
+from notifier import snapshot
+from notifier.check import dispatch, run_checks
+from notifier.runtime import Runtime
+from tests.pushservice import PushService
+from tests.support import Host
+from worker import client
+
+OWNER_A, OWNER_B, MEMBER, ASSIGNED, STRANGER = 1, 2, 3, 4, 5
+
+
+first: dict[int, int] = {}
+
+
+def scene(host: Host, push_service: PushService) -> list[int]:
+    """Dialogs that differ in every fact a snapshot holds, sharing managers across dialogs."""
+    host.user(OWNER_A, "a@example.com")
+    host.user(OWNER_B, "b@example.com")
+    host.user(MEMBER, "member@example.com")
+    host.user(ASSIGNED, "assigned@example.com")
+    host.user(STRANGER, "stranger@example.com")
+    client.add_team_member(OWNER_A, MEMBER)
+    client.add_team_member(OWNER_A, ASSIGNED)
+    client.save_subscription(MEMBER, push_service.new_subscription("member"))
+    host.dialog(10, OWNER_A)  # owner and team
+    host.dialog(11, OWNER_A, handoff_status="active", assigned_manager_id=ASSIGNED)  # assigned
+    host.dialog(12, OWNER_B, handoff_status="active", assigned_manager_id=STRANGER)  # refused by the guard
+    host.dialog(13, OWNER_B, ended=True)
+    host.dialog(14, OWNER_A)  # no messages at all
+    first.clear()
+    for dialog_id in (10, 11, 12, 13):
+        for n in range(3):
+            message_id = host.message(dialog_id, f"вопрос {n}")
+            first.setdefault(dialog_id, message_id)
+            client.schedule_fallback(dialog_id, message_id)
+    host.message(11, "ответ", sender="manager")
+    last = host.message(11, "ещё вопрос")
+    client.schedule_fallback(11, last)
+    client.mark_read(10, MEMBER, first[10])  # a pointer in dialog 10 only, below its newest message
+    client.set_preferences(OWNER_A, muted_dialogs=[10], language="en")
+    return [10, 11, 12, 13, 14, 999]  # 999: no such dialog
+
+
+def test_each_dialog_of_a_chunk_reads_as_if_alone(prt: Runtime, hostdb: Host, push_service: PushService) -> None:
+    ids = scene(hostdb, push_service)
+    now = time.time() + 120
+    # Deliveries in the ledger, so that "already notified" differs between dialogs too.
+    checks: list[int] = []
+    dispatch(prt, checks.extend, lambda _d: None, now)
+    for _ in run_checks(prt, [d for d in checks if d in (10, 11)], lambda _d: None, now):
+        pass
+    with prt.engine.connect() as conn:
+        together = snapshot.load_dialogs(conn, ids, now, push_enabled=True)
+        alone = {d: snapshot.load_dialogs(conn, [d], now, push_enabled=True).get(d) for d in ids}
+    assert set(together) == {10, 11, 12, 13, 14}
+    assert alone[999] is None
+    for dialog_id in together:
+        assert together[dialog_id] == alone[dialog_id], dialog_id
+    # The facts differ between dialogs (or the comparison above would prove little).
+    assert together[10].pointers == {MEMBER: first[10]}
+    assert together[11].pointers == {}
+    assert together[10].stored[OWNER_A].muted_dialogs == frozenset({10})
+    assert together[11].candidates[0].person.id == ASSIGNED and len(together[11].candidates) == 1
+    assert together[12].refused and together[12].facts.owner_id == OWNER_B
+    assert together[10].notified and not together[12].notified
+    assert together[10].with_push == frozenset({MEMBER}) and together[12].with_push == frozenset()
+    assert together[14].messages.last_visitor_id == 0 and together[11].messages.last_manager_id > 0
