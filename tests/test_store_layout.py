@@ -128,3 +128,14 @@ def test_parse_and_merge() -> None:
     assert parse_seen("11=1.5,12=2.5,11=9") == {11: 1.5, 12: 2.5}  # legacy
     assert parse_seen("100@1500,+2@1000,-99@-500,77@0") == {100: 1.5, 102: 2.5, 1: 1.0, 77: 1.5}
     assert merge_seen({1: 2.0, 2: 5.0}, {1: 1.0, 3: 4.0}) == {1: 1.0, 2: 5.0, 3: 4.0}
+
+
+def test_a_chunk_reads_its_seen_times_in_one_go(store: Store) -> None:
+    store.r.hset(LEGACY_SEEN, "7", f"70={T0!r}")
+    for i in range(8):
+        store.schedule(1234, 20_000_000 + i, T0 + i, 60)  # long: in seen:long
+    store.schedule(5, 50, T0, 60)
+    store.schedule(7, 71, T0 + 1, 60)
+    dialogs = [5, 7, 1234, 999]
+    assert store.seen_times_many(dialogs) == {d: store.seen_times(d) for d in dialogs}
+    assert store.seen_times_many(dialogs)[7] == {70: T0, 71: T0 + 1} and store.seen_times_many([]) == {}
