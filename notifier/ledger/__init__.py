@@ -10,6 +10,7 @@ from notifier.ledger.decisions import mark_covered, record_decisions
 from notifier.ledger.deliveries import (
     DeliveryRow,
     claim,
+    claim_many,
     claim_new,
     delete_subscription_by_id,
     hold,
@@ -17,6 +18,7 @@ from notifier.ledger.deliveries import (
     mark_failed,
     mark_retry,
     mark_sent,
+    mark_sent_many,
     mark_skipped,
     sweep,
 )
@@ -36,6 +38,7 @@ __all__ = [
     "Purged",
     "add_team_member",
     "claim",
+    "claim_many",
     "claim_new",
     "delete_subscription",
     "delete_subscription_by_id",
@@ -46,6 +49,7 @@ __all__ = [
     "mark_read",
     "mark_retry",
     "mark_sent",
+    "mark_sent_many",
     "mark_skipped",
     "purge_history",
     "record_decisions",

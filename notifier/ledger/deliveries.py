@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select, update
 
 from notifier import metrics, models
 from notifier.decide import Decision
@@ -74,6 +74,12 @@ class DeliveryRow:
 def claim(engine: Engine, delivery_id: int, now: float, send_lease: float, max_attempts: int) -> DeliveryRow | None:
     """Take a delivery for sending (one more attempt); None when it is done, not due, held by a live lease
     elsewhere, or out of attempts."""
+    return claim_many(engine, [delivery_id], now, send_lease, max_attempts).get(delivery_id)
+
+
+def claim_many(engine: Engine, delivery_ids: Sequence[int], now: float, send_lease: float,
+               max_attempts: int) -> dict[int, DeliveryRow]:
+    """`claim` for several deliveries in one statement: those of them that could be taken, by id."""
     claimable = and_(
         d.c.attempts < max_attempts,
         or_(
@@ -82,18 +88,18 @@ def claim(engine: Engine, delivery_id: int, now: float, send_lease: float, max_a
         ),
     )
     with engine.begin() as conn:
-        res = conn.execute(
+        rows = conn.execute(
             update(d)
-            .where(d.c.id == delivery_id, claimable)
+            .where(d.c.id.in_(list(delivery_ids)), claimable)
             .values(status=DeliveryStatus.SENDING.value, lease_until=now + send_lease, attempts=d.c.attempts + 1, updated_at=now)
-        )
-        if res.rowcount != 1:
-            return None
-        r = conn.execute(select(d).where(d.c.id == delivery_id)).one()
-    return DeliveryRow(
-        r.id, r.dialog_id, r.manager_id, Channel(r.channel), r.target, r.burst_floor, r.first_message_id,
-        r.last_message_id, r.attempts, r.due_at,
-    )
+            .returning(d.c.id, d.c.dialog_id, d.c.manager_id, d.c.channel, d.c.target, d.c.burst_floor,
+                       d.c.first_message_id, d.c.last_message_id, d.c.attempts, d.c.due_at)
+        ).all()
+    return {
+        int(r.id): DeliveryRow(r.id, r.dialog_id, r.manager_id, Channel(r.channel), r.target, r.burst_floor,
+                               r.first_message_id, r.last_message_id, r.attempts, r.due_at)
+        for r in rows
+    }
 
 
 def _finish(conn: Connection, delivery_id: int, now: float, **values: object) -> bool:
@@ -105,8 +111,21 @@ def _finish(conn: Connection, delivery_id: int, now: float, **values: object) ->
 
 
 def mark_sent(engine: Engine, delivery_id: int, now: float, ref: str | None) -> None:
+    mark_sent_many(engine, [(delivery_id, ref)], now)
+
+
+def mark_sent_many(engine: Engine, sent: Sequence[tuple[int, str | None]], now: float) -> None:
+    """Several deliveries sent (id, the server's reference), in one transaction; each only by its lease holder."""
+    if not sent:
+        return
+    stmt = (
+        update(d)
+        .where(d.c.id == bindparam("sent_id"), d.c.status == DeliveryStatus.SENDING.value)
+        .values(status=DeliveryStatus.SENT.value, sent_at=now, message_ref=bindparam("sent_ref"), lease_until=None,
+                updated_at=now)
+    )
     with engine.begin() as conn:
-        _finish(conn, delivery_id, now, status=DeliveryStatus.SENT.value, sent_at=now, message_ref=ref, lease_until=None)
+        conn.execute(stmt, [{"sent_id": i, "sent_ref": ref} for i, ref in sent])
 
 
 def mark_skipped(engine: Engine, row: DeliveryRow, decision: Decision, now: float) -> None:

@@ -1,6 +1,7 @@
 """Every read of the host's tables and ours, and nothing else. Writes live in `notifier.ledger`.
 
-Public: `DialogSnapshot`, `Subscription`, `load_dialog`, `load_dialogs`, `load_people`, `load_team`, `load_subscription`,
+Public: `DialogSnapshot`, `Subscription`, `load_dialog`, `load_dialogs`, `load_people`, `load_team`,
+`load_subscription`, `load_subscriptions`,
 `push_targets`, `load_shown`, `load_stored`, `message_time`; for operations `ScannedMessage`, `first_id_since`,
 `scan_visitor_messages`, `host_tables_missing`, `recent_decisions`, `delivery_counts`, `failed_deliveries`,
 `dialog_history`; for the host's side `DialogAccess`, `visible_dialog`, `load_viewer`, `MissedDialog`,
@@ -16,6 +17,7 @@ from notifier.snapshot.dialog import (
     load_dialogs,
     load_people,
     load_subscription,
+    load_subscriptions,
     load_team,
     push_targets,
 )
@@ -57,6 +59,7 @@ __all__ = [
     "load_shown",
     "load_stored",
     "load_subscription",
+    "load_subscriptions",
     "load_team",
     "load_viewer",
     "message_time",

@@ -176,6 +176,13 @@ def push_targets(conn: Connection, manager_id: int) -> list[str]:
 
 
 def load_subscription(conn: Connection, subscription_id: int) -> Subscription | None:
+    return load_subscriptions(conn, [subscription_id]).get(subscription_id)
+
+
+def load_subscriptions(conn: Connection, subscription_ids: Collection[int]) -> dict[int, Subscription]:
+    if not subscription_ids:
+        return {}
     ps = models.push_subscriptions
-    r = conn.execute(select(ps).where(ps.c.id == subscription_id)).one_or_none()
-    return None if r is None else Subscription(r.id, r.manager_id, r.endpoint, r.p256dh, r.auth)
+    rows = conn.execute(select(ps.c.id, ps.c.manager_id, ps.c.endpoint, ps.c.p256dh, ps.c.auth)
+                        .where(ps.c.id.in_(list(subscription_ids))))
+    return {int(r.id): Subscription(r.id, r.manager_id, r.endpoint, r.p256dh, r.auth) for r in rows}
