@@ -143,13 +143,14 @@ def schedule_pipelined(r: Any, ids: range, seen_at: float, grace: float) -> floa
 
     Returns seconds taken.
     """
-    from notifier.store import SCHEDULE_KEYS, SCHEDULE_LUA, schedule_args
+    from notifier.store import SCHEDULE_LUA, schedule_args, schedule_keys
 
     script = r.register_script(SCHEDULE_LUA)
     t0 = time.perf_counter()
     pipe = r.pipeline(transaction=False)
     for i, dialog_id in enumerate(ids, 1):
-        script(keys=SCHEDULE_KEYS, args=schedule_args(dialog_id, MSG_BASE + dialog_id, seen_at, grace), client=pipe)
+        args = schedule_args(dialog_id, MSG_BASE + dialog_id, seen_at, grace)
+        script(keys=schedule_keys(dialog_id), args=args, client=pipe)
         if i % SCHEDULE_BATCH == 0:
             pipe.execute()
     pipe.execute()
@@ -166,7 +167,7 @@ def _mb(b: float) -> float:
 def measure_ours(worker: WorkerProc, url: str, n: int) -> dict[str, Any]:
     import redis
 
-    from notifier.store import LATEST, PENDING
+    from notifier.store import PENDING, SEEN_PREFIX
 
     r: Any = redis.Redis.from_url(url, socket_timeout=10.0, decode_responses=True)
     try:
@@ -181,7 +182,7 @@ def measure_ours(worker: WorkerProc, url: str, n: int) -> dict[str, Any]:
             raise RuntimeError(f"our worker died:\n{worker.tail(20)}")
         rss1 = rss_mb(worker.pid)
         mem1 = used_memory(r)
-        ours = key_bytes(r, [PENDING, LATEST])  # plus one small seen:<dialog> hash each, in used_memory
+        ours = key_bytes(r, [PENDING, *r.scan_iter(SEEN_PREFIX + "*", count=1000)])
         return {
             "rss_before_mb": round(rss0, 1),
             "rss_after_mb": round(rss1, 1),
@@ -495,7 +496,7 @@ def report(data: dict[str, Any], verdict: dict[str, Any]) -> str:
         f"growth {a['growth_mb']:+.2f} MB",
         f"   Redis used_memory {a['redis_used_memory_before_mb']:.1f} -> {a['redis_used_memory_after_mb']:.1f} MB "
         f"(+{a['redis_used_memory_growth_mb']:.1f} MB, {a['redis_bytes_per_pending']:.0f} B/pending); "
-        f"MEMORY USAGE of notifier:pending/latest = {a['redis_our_keys_mb']:.1f} MB",
+        f"MEMORY USAGE of notifier:pending and notifier:seen:* = {a['redis_our_keys_mb']:.1f} MB",
         "",
         f"B. baseline Celery worker (-P solo, default settings), {n:,} noop.apply_async(countdown={int(FAR)})",
         f"   ready after {b['ready_s']} s; published {n:,} in {b['publish_seconds']} s ({b['publish_rate_per_s']:,.0f}/s)",

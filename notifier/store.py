@@ -10,10 +10,18 @@ Keys (all under `notifier:`):
 - `failures` hash dialog_id -> failed check attempts in a row; `parked` hash dialog_id -> JSON
   {"at", "attempts", "error"} once they reach NOTIFIER_MAX_ATTEMPTS: a parked dialog is not retried
   until a new message schedules it again, and the reconciler leaves it alone.
-- `seen`     hash dialog_id -> "message=time,message=time,..." when each message was first scheduled: each
+- `seen:<bucket>` hashes of 100 dialogs each (bucket = dialog_id // 100, field = dialog_id % 100) -> when
+  each message was first scheduled, packed: "m0@t0" then ",+dm@dt" per later message (id as a delta from m0,
+  time in milliseconds as a delta from t0; ids of 15 digits or more are written whole, unsigned). Each
   recipient's burst starts at its first unread message, so deadlines hold even after a read mid-dialog.
-  One field per dialog (not a key per dialog): creating keys on the hot path costs the tail latency.
-- `latest`   hash dialog_id -> newest message id scheduled (forward only).
+  Small buckets with short values stay in Redis's compact listpack encoding (up to 128 fields of up to 64
+  bytes: a burst of about five messages); see `seen_key`. A longer value moves to `seen:long` (hash
+  dialog_id -> the same packed value), so one long burst never turns its bucket into a hashtable. The hot
+  path creates a key once per hundred dialogs, not per dialog (creating keys costs tail latency). The
+  newest scheduled message is the largest id.
+- Legacy layout (before issue 10; read until it drains): `seen` hash dialog_id -> "message=time,..." and `latest`
+  hash dialog_id -> newest message id. Nothing writes them any more; `seen_times` merges the legacy entry,
+  and a finished check deletes it, so pending dialogs scheduled by an older version lose nothing.
 - `presence:admin` zset "manager:dialog" (or "manager:-") -> expiry; `presence:site` zset dialog -> expiry.
 - `reconcile:watermark` the reconciler's id watermark in the host's `dialog_messages`.
 - `clears`   zset dialog_id -> when a read was reported: the dispatcher hands these to a task that sends
@@ -36,28 +44,74 @@ INFLIGHT = PREFIX + "inflight"
 RUNNING = PREFIX + "running"
 FAILURES = PREFIX + "failures"
 PARKED = PREFIX + "parked"
-SEEN = PREFIX + "seen"
-SEEN_CAP = 4000  # characters (~150 messages); later ones count as unseen, i.e. due at once
-LATEST = PREFIX + "latest"
+SEEN_PREFIX = PREFIX + "seen:"
+SEEN_BUCKET = 100  # dialogs per seen hash: under Redis's default hash-max-listpack-entries (128)
+SEEN_CAP = 4000  # characters (~400 messages); later ones count as unseen, i.e. due at once
+SEEN_PACKED_MAX = 64  # bytes: Redis's default hash-max-listpack-value; longer values go to SEEN_LONG
+SEEN_LONG = PREFIX + "seen:long"
+LEGACY_SEEN = PREFIX + "seen"
+LEGACY_LATEST = PREFIX + "latest"
 PRESENCE_ADMIN = PREFIX + "presence:admin"
 PRESENCE_SITE = PREFIX + "presence:site"
 WATERMARK = PREFIX + "reconcile:watermark"
 CLEARS = PREFIX + "clears"
 
-# KEYS: pending, seen, latest. ARGV: dialog, message, seen_at, grace, seen cap. Returns 1 for a new check.
+# KEYS: pending, seen bucket, long seen. ARGV: dialog, field, message, seen_at (ms), grace (s), seen cap,
+# packed limit. Returns 1 for a new check. Message ids of at most 14 digits are stored as deltas from the
+# burst's first: Lua numbers are doubles, exact for such ids and their differences; longer ids are written
+# whole and never computed with. Times are whole milliseconds (exact in a double for millions of years).
+# A value that outgrows the packed limit moves to `seen:long`: one long burst would otherwise turn its
+# whole bucket into a hashtable until the bucket empties.
 SCHEDULE_LUA = """
-local cur = redis.call('HGET', KEYS[3], ARGV[1])
-if (not cur) or tonumber(cur) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[3], ARGV[1], ARGV[2]) end
-local entry = ARGV[2] .. '=' .. ARGV[3]
-local seen = redis.call('HGET', KEYS[2], ARGV[1])
-if not seen then
-  redis.call('HSET', KEYS[2], ARGV[1], entry)
-elseif string.len(seen) < tonumber(ARGV[5]) and not string.find(',' .. seen, ',' .. ARGV[2] .. '=', 1, true) then
-  redis.call('HSET', KEYS[2], ARGV[1], seen .. ',' .. entry)
+local v = redis.call('HGET', KEYS[2], ARGV[2])
+local long = false
+if not v then
+  v = redis.call('HGET', KEYS[3], ARGV[1])
+  long = v and true or false
 end
-return redis.call('ZADD', KEYS[1], 'LT', tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[1])
+local new = nil
+if not v then
+  new = ARGV[3] .. '@' .. ARGV[4]
+elseif string.len(v) < tonumber(ARGV[6]) then
+  local m0, t0 = string.match(v, '^(%d+)@(%-?%d+)')
+  if ARGV[3] ~= m0 then
+    local id = ARGV[3]
+    if string.len(id) <= 14 and string.len(m0) <= 14 then
+      local d = tonumber(id) - tonumber(m0)
+      id = (d > 0 and '+' or '') .. string.format('%d', d)
+    end
+    if not string.find(v, ',' .. id .. '@', 1, true) then
+      new = v .. ',' .. id .. '@' .. string.format('%d', tonumber(ARGV[4]) - tonumber(t0))
+    end
+  end
+end
+if new then
+  if long then
+    redis.call('HSET', KEYS[3], ARGV[1], new)
+  elseif string.len(new) > tonumber(ARGV[7]) then
+    redis.call('HDEL', KEYS[2], ARGV[2])
+    redis.call('HSET', KEYS[3], ARGV[1], new)
+  else
+    redis.call('HSET', KEYS[2], ARGV[2], new)
+  end
+end
+return redis.call('ZADD', KEYS[1], 'LT', tonumber(ARGV[4]) / 1000 + tonumber(ARGV[5]), ARGV[1])
 """
-SCHEDULE_KEYS = [PENDING, SEEN, LATEST]
+
+
+def seen_key(dialog_id: int) -> tuple[str, str]:
+    """(hash, field) holding a dialog's seen times: dialogs 1234500..1234599 share `notifier:seen:12345`.
+
+    One small hash per hundred dialog ids instead of one field per dialog in one big hash: Redis keeps a
+    small hash as one listpack (a few bytes per field) where a big one costs a dictionary entry and two
+    strings per field. Pending dialogs are mostly recent, and recent dialog ids are close together."""
+    bucket, slot = divmod(dialog_id, SEEN_BUCKET)
+    return f"{SEEN_PREFIX}{bucket}", str(slot)
+
+
+def seen_ms(seen_at: float) -> int:
+    return round(seen_at * 1000)
+
 
 # Expired leases go back to pending first (a started check's expiry counts as a failed attempt and may
 # park it), then due members move to inflight with a fresh lease; one script, so two dispatchers can never
@@ -89,20 +143,23 @@ return {due, parked}
 """
 
 # A finished check: drop the lease and its failure record; schedule the recheck (earliest wins); or, when
-# nothing is left to do and no newer message is pending, forget the dialog's seen times.
-# KEYS: pending, inflight, seen, latest, running, failures, parked. ARGV: dialog, recheck_at or ''.
+# nothing is left to do and no newer message is pending, forget the dialog's seen times (wherever they
+# are, the legacy layout included). KEYS: pending, inflight, seen bucket, long seen, legacy seen, legacy
+# latest, running, failures, parked. ARGV: dialog, recheck_at or '', seen field.
 FINISH_LUA = """
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[5], ARGV[1])
-redis.call('HDEL', KEYS[6], ARGV[1])
 redis.call('HDEL', KEYS[7], ARGV[1])
+redis.call('HDEL', KEYS[8], ARGV[1])
+redis.call('HDEL', KEYS[9], ARGV[1])
 if ARGV[2] ~= '' then
   redis.call('ZADD', KEYS[1], 'LT', tonumber(ARGV[2]), ARGV[1])
   return 1
 end
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('HDEL', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[3])
   redis.call('HDEL', KEYS[4], ARGV[1])
+  redis.call('HDEL', KEYS[5], ARGV[1])
+  redis.call('HDEL', KEYS[6], ARGV[1])
 end
 return 0
 """
@@ -126,9 +183,14 @@ return n
 """
 
 
-def schedule_args(dialog_id: int, message_id: int, seen_at: float, grace: float) -> list[int | float]:
+def schedule_keys(dialog_id: int) -> list[str]:
+    """KEYS of SCHEDULE_LUA."""
+    return [PENDING, seen_key(dialog_id)[0], SEEN_LONG]
+
+
+def schedule_args(dialog_id: int, message_id: int, seen_at: float, grace: float) -> list[int | float | str]:
     """ARGV of SCHEDULE_LUA (shared by the sync and asyncio clients)."""
-    return [dialog_id, message_id, seen_at, grace, SEEN_CAP]
+    return [dialog_id, seen_key(dialog_id)[1], message_id, seen_ms(seen_at), grace, SEEN_CAP, SEEN_PACKED_MAX]
 
 
 class HotScript:
@@ -141,7 +203,7 @@ class HotScript:
         self._sha = hashlib.sha1(SCHEDULE_LUA.encode()).hexdigest()
 
     def __call__(self, dialog_id: int, message_id: int, seen_at: float, grace: float) -> bool:
-        argv = (*SCHEDULE_KEYS, *schedule_args(dialog_id, message_id, seen_at, grace))
+        argv = (*schedule_keys(dialog_id), *schedule_args(dialog_id, message_id, seen_at, grace))
         try:
             return self._run(argv)
         except (redis.ConnectionError, ConnectionError):
@@ -168,11 +230,36 @@ class HotScript:
 
 
 def parse_seen(raw: str | None) -> dict[int, float]:
+    """message_id -> first scheduled time, from a packed value ("m0@t0,+dm@dt,...", see the module's doc)
+    or a legacy one ("message=time,...")."""
     out: dict[int, float] = {}
-    for item in (raw or "").split(","):
-        message, _, at = item.partition("=")
-        if message and at:
-            out.setdefault(int(message), float(at))
+    if not raw:
+        return out
+    if "@" not in raw:
+        for item in raw.split(","):
+            message, _, at = item.partition("=")
+            if message and at:
+                out.setdefault(int(message), float(at))
+        return out
+    first, *rest = raw.split(",")
+    m0, _, t0 = first.partition("@")
+    base_id, base_ms = int(m0), int(t0)
+    out[base_id] = base_ms / 1000
+    for item in rest:
+        message, _, dt = item.partition("@")
+        if not message or not dt:
+            continue
+        mid = base_id + int(message) if message[0] in "+-" else int(message)
+        out.setdefault(mid, (base_ms + int(dt)) / 1000)
+    return out
+
+
+def merge_seen(*parts: dict[int, float]) -> dict[int, float]:
+    """Several records of the same dialog (packed and legacy): the earliest time of each message."""
+    out: dict[int, float] = {}
+    for part in parts:
+        for message, at in part.items():
+            out[message] = min(at, out.get(message, at))
     return out
 
 
@@ -201,7 +288,7 @@ class Store:
     # Pending checks.
     def schedule(self, dialog_id: int, message_id: int, seen_at: float, grace: float) -> bool:
         """Returns True when this call opened a new pending check, False when it coalesced."""
-        added = self._schedule(keys=SCHEDULE_KEYS, args=schedule_args(dialog_id, message_id, seen_at, grace))
+        added = self._schedule(keys=schedule_keys(dialog_id), args=schedule_args(dialog_id, message_id, seen_at, grace))
         return bool(added)
 
     def dispatch(self, now: float, limit: int, lease: float, max_attempts: int) -> Dispatched:
@@ -218,8 +305,10 @@ class Store:
         pipe.execute()
 
     def finish(self, dialog_id: int, recheck_at: float | None) -> None:
-        args: list[str | float] = [dialog_id, "" if recheck_at is None else repr(recheck_at)]
-        self._finish(keys=[PENDING, INFLIGHT, SEEN, LATEST, RUNNING, FAILURES, PARKED], args=args)
+        bucket, slot = seen_key(dialog_id)
+        args: list[str | float] = [dialog_id, "" if recheck_at is None else repr(recheck_at), slot]
+        keys = [PENDING, INFLIGHT, bucket, SEEN_LONG, LEGACY_SEEN, LEGACY_LATEST, RUNNING, FAILURES, PARKED]
+        self._finish(keys=keys, args=args)
 
     def check_failed(
         self, dialog_id: int, now: float, base_delay: float, max_delay: float, max_attempts: int, error: str
@@ -235,8 +324,25 @@ class Store:
         return json.loads(raw) if raw else None
 
     def seen_times(self, dialog_id: int) -> dict[int, float]:
-        """message_id -> when it was first scheduled, for the dialog's live burst(s)."""
-        return parse_seen(cast(str | None, self.r.hget(SEEN, str(dialog_id))))
+        """message_id -> when it was first scheduled, for the dialog's live burst(s); an entry an older
+        version wrote in the legacy layout counts too."""
+        return self.seen_times_many([dialog_id])[dialog_id]
+
+    def seen_times_many(self, dialog_ids: list[int]) -> dict[int, dict[int, float]]:
+        """`seen_times` of several dialogs (a chunk of checks) in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for dialog_id in dialog_ids:
+            pipe.hget(*seen_key(dialog_id))
+            pipe.hget(SEEN_LONG, str(dialog_id))
+            pipe.hget(LEGACY_SEEN, str(dialog_id))
+        raw = pipe.execute()
+        return {d: merge_seen(*(parse_seen(x) for x in raw[3 * i : 3 * i + 3])) for i, d in enumerate(dialog_ids)}
+
+    def latest(self, dialog_id: int) -> int | None:
+        """The newest message id scheduled for the dialog while it has seen times (None: none)."""
+        legacy = cast(str | None, self.r.hget(LEGACY_LATEST, str(dialog_id)))
+        ids = [*self.seen_times(dialog_id), *([int(legacy)] if legacy else [])]
+        return max(ids) if ids else None
 
     def pending(self, limit: int = 50) -> list[tuple[int, float]]:
         rows = cast(list[tuple[str, float]], self.r.zrange(PENDING, 0, limit - 1, withscores=True))
@@ -339,7 +445,8 @@ class AsyncStore:
         self._schedule = self.r.register_script(SCHEDULE_LUA)
 
     async def schedule(self, dialog_id: int, message_id: int, seen_at: float, grace: float) -> bool:
-        return bool(await self._schedule(keys=SCHEDULE_KEYS, args=schedule_args(dialog_id, message_id, seen_at, grace)))
+        keys, args = schedule_keys(dialog_id), schedule_args(dialog_id, message_id, seen_at, grace)
+        return bool(await self._schedule(keys=keys, args=args))
 
     async def request_clear(self, dialog_id: int, now: float) -> None:
         await self.r.zadd(CLEARS, {str(dialog_id): now}, nx=True)

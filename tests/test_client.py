@@ -18,7 +18,7 @@ from notifier.config import load_settings, set_settings
 from notifier.errors import InvalidInput
 from notifier.redis_conn import reset_clients
 from notifier.runtime import Runtime
-from notifier.store import LATEST, PENDING, SEEN, parse_seen
+from notifier.store import PENDING
 from tests.support import RedisServer, free_port
 from worker import client
 
@@ -54,8 +54,8 @@ def test_a_burst_coalesces_into_one_pending_check(rt: Runtime) -> None:
     assert client.stats["scheduled"] >= 2 and client.stats["coalesced"] >= 2
     assert r.zcard(PENDING) == 2
     assert float(r.zscore(PENDING, "100")) == t0 + 60  # due from the burst's first message
-    assert r.hget(LATEST, "100") == "13"
-    assert parse_seen(r.hget(SEEN, "100")) == {11: t0, 12: t0 + 10, 13: t0 + 10}
+    assert rt.store.latest(100) == 13
+    assert rt.store.seen_times(100) == {11: t0, 12: t0 + 10, 13: t0 + 10}
 
 
 def test_async_twin_uses_the_same_state(rt: Runtime) -> None:
@@ -63,7 +63,7 @@ def test_async_twin_uses_the_same_state(rt: Runtime) -> None:
         return [await client.aschedule_fallback(100, m) for m in (11, 12, 13)]
 
     assert asyncio.run(burst()) == [True, True, True]
-    assert rt.store.r.zcard(PENDING) == 1 and rt.store.r.hget(LATEST, "100") == "13"
+    assert rt.store.r.zcard(PENDING) == 1 and rt.store.latest(100) == 13
 
 
 def test_redis_outage_never_raises_into_the_host(caplog: pytest.LogCaptureFixture) -> None:

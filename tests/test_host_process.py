@@ -16,7 +16,7 @@ import redis
 from sqlalchemy import Engine
 
 from notifier.db import normalize_url
-from notifier.store import LATEST, PENDING, PRESENCE_ADMIN, admin_member
+from notifier.store import PENDING, PRESENCE_ADMIN, Store, admin_member
 from tests.hostproc import HostProc, SseReader, bearer
 from tests.procs import FAST_TIMINGS, wait_until
 from tests.support import Host, RedisServer
@@ -76,7 +76,7 @@ def test_presence_follows_the_stream_across_processes(api: tuple[HostProc, redis
         finally:
             other.close()
         # After the commit, the pending check: due one grace period after the message.
-        assert r.hget(LATEST, "100") == str(sent.json()["id"])
+        assert Store(r).latest(100) == sent.json()["id"]
         due = r.zscore(PENDING, "100")
         assert due is not None and before + 2 <= due <= time.time() + 2
         # The stream, in the other process, heard it (the host's pub/sub), as the panel would.
