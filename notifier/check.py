@@ -85,7 +85,7 @@ def gather_many(rt: Runtime, dialog_ids: list[int], now: float, conn: snapshot.C
     """`gather` for a chunk of dialogs, with one database read for all of them (`snapshot.load_dialogs`),
     on `conn` if given. Redis first, as for one dialog: a message scheduled meanwhile is in the database
     read, not missed."""
-    seen = {d: rt.store.seen_times(d) for d in dialog_ids}
+    seen = rt.store.seen_times_many(dialog_ids)
     if conn is None:
         with rt.engine.connect() as own:
             snaps = snapshot.load_dialogs(own, dialog_ids, now, rt.push_enabled)
