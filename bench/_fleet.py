@@ -175,7 +175,7 @@ def schedule_due(redis_url: str, pairs: list[tuple[int, int]], seen_at: float, g
     own script, pipelined. Returns the deadline, `seen_at + grace`."""
     import redis
 
-    from notifier.store import SCHEDULE_KEYS, SCHEDULE_LUA, schedule_args
+    from notifier.store import SCHEDULE_LUA, schedule_args, schedule_keys
 
     r: Any = redis.Redis.from_url(redis_url)
     try:
@@ -183,7 +183,7 @@ def schedule_due(redis_url: str, pairs: list[tuple[int, int]], seen_at: float, g
         for i in range(0, len(pairs), INSERT_CHUNK):
             pipe = r.pipeline(transaction=False)
             for dialog_id, message_id in pairs[i : i + INSERT_CHUNK]:
-                script(keys=SCHEDULE_KEYS, args=schedule_args(dialog_id, message_id, seen_at, grace), client=pipe)
+                script(keys=schedule_keys(dialog_id), args=schedule_args(dialog_id, message_id, seen_at, grace), client=pipe)
             pipe.execute()
     finally:
         r.close()
