@@ -9,15 +9,16 @@ the messages of the lookback window, not the size of the table.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Engine, text
+
+from tests.support import captured_statements
 
 DIALOGS = 50_000
 TENANTS = 200
@@ -139,20 +140,6 @@ def insert_messages(engine: Engine, first: int, last: int, total: int, end: dt.d
 # ---------------------------------------------------------------------------------------------- measuring
 
 
-@contextlib.contextmanager
-def captured(conn: Connection) -> Iterator[list[tuple[str, Any]]]:
-    seen: list[tuple[str, Any]] = []
-
-    def record(_c: Any, _cur: Any, statement: str, parameters: Any, _ctx: Any, _many: bool) -> None:
-        seen.append((statement, parameters))
-
-    event.listen(conn, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(conn, "before_cursor_execute", record)
-
-
 def parse_plan(lines: list[str]) -> Plan:
     index_scans, seq_scans = [], []
     for line in lines:
@@ -198,7 +185,7 @@ def prepare(stage: Stage, now: float) -> None:
         stage.floor = snapshot.first_id_since(conn, now - lookback - MOSCOW_OFFSET, now)
         stage.window = int(conn.execute(text("SELECT count(*) FROM dialog_messages WHERE id > :f AND sender = 'user'"),
                                         {"f": stage.floor}).scalar_one())  # fmt: skip
-        with captured(conn) as seen:
+        with captured_statements(conn) as seen:
             snapshot.scan_visitor_messages(conn, stage.floor, BATCH, now)
         stage.statement, stage.parameters = seen[-1]
         lines = [r[0] for r in conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + stage.statement, stage.parameters)]

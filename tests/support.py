@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Connection, Engine, event, insert, update
 
 from notifier import host
 from notifier.runtime import Runtime
@@ -153,3 +155,17 @@ class Drive:
         self.outcomes.extend(done)
         return done
 
+
+@contextlib.contextmanager
+def captured_statements(conn: Connection) -> Iterator[list[tuple[str, Any]]]:
+    """Every statement (and its parameters) `conn` sends to the database inside the block."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(conn, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(conn, "before_cursor_execute", record)

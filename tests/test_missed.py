@@ -3,22 +3,20 @@ bound, and the plan of its one statement on a database with ReplyX's production 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, event, insert, text
+from sqlalchemy import Connection, Engine, insert, text
 
 from notifier import host
 from notifier.config import set_settings
 from notifier.decide import visible_tenants
 from notifier.runtime import Runtime
 from notifier.snapshot import MISSED_LIMIT, load_missed, load_viewer
-from tests.support import Host
+from tests.support import Host, captured_statements
 from worker import client
 
 pytestmark = pytest.mark.host
@@ -120,20 +118,6 @@ def test_the_answer_is_bounded(tenants: Host, engine: Engine) -> None:
     assert found[0]["dialog_id"] == 1000 + count - 1
 
 
-@contextlib.contextmanager
-def statements(conn: Connection) -> Iterator[list[tuple[str, Any]]]:
-    seen: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        seen.append((statement, parameters))
-
-    event.listen(conn, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(conn, "before_cursor_execute", record)
-
-
 def _seed_platform(conn: Connection) -> None:
     """A platform the size the planner takes seriously: 40 tenants, 4,000 dialogs (an eighth in handoff),
     60,000 messages."""
@@ -161,7 +145,7 @@ def test_one_statement_on_the_hosts_indexes(replyx_db: Engine) -> None:
         _seed_platform(conn)
     with replyx_db.connect() as conn:
         viewer, member_of = load_viewer(conn, 7)
-        with statements(conn) as seen:
+        with captured_statements(conn) as seen:
             found = load_missed(conn, 7, visible_tenants(viewer, member_of), True, time.time())
         assert len(seen) == 1, [s for s, _ in seen]
         assert found and all(d.dialog_id % 40 == 6 for d in found)  # owner 7's, all in handoff
