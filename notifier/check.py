@@ -105,33 +105,50 @@ def gather_many(rt: Runtime, dialog_ids: list[int], now: float, conn: snapshot.C
 _UNREAD = object()  # run_check's "read the facts yourself"
 
 
+@dataclass(frozen=True)
+class _Decided:
+    decisions: tuple[Decision, ...]
+    recheck_at: float | None
+    newest: int  # the newest visitor message the decisions cover (0: none)
+
+
+def _decide(gathered: Gathered) -> _Decided:
+    if gathered is None:
+        return _Decided((Decision(None, Action.SKIP, Reason.NO_DIALOG),), None, 0)
+    outcome = decide(gathered[1])
+    return _Decided(outcome.decisions, outcome.recheck_at, gathered[1].messages.last_visitor_id)
+
+
+def _write(conn: snapshot.Connection, dialog_id: int, decided: _Decided, now: float) -> tuple[int, ...]:
+    """Record a check's decisions and create its deliveries; the ids of those this call created."""
+    created: list[int] = []
+    ledger.record_decisions(conn, dialog_id, decided.decisions, now)
+    for x in decided.decisions:
+        if x.action is not Action.NOTIFY or x.manager_id is None:
+            continue
+        targets = snapshot.push_targets(conn, x.manager_id) if x.channel is Channel.WEBPUSH else [""]
+        created.extend(ledger.claim_new(conn, dialog_id, x, targets, now))
+    if decided.recheck_at is None and decided.newest:
+        ledger.mark_covered(conn, dialog_id, decided.newest, now)
+    return tuple(created)
+
+
+def _done(dialog_id: int, decided: _Decided, created: tuple[int, ...]) -> CheckResult:
+    for x in decided.decisions:
+        log_decision(dialog_id, x)
+    return CheckResult(decided.decisions, created, decided.recheck_at)
+
+
 def run_check(rt: Runtime, dialog_id: int, now: float | None = None, gathered: Gathered | object = _UNREAD) -> CheckResult:
     """Decide one dialog and record it; `gathered`: its facts already read with its chunk (`gather_many`)."""
     now = time.time() if now is None else now
     if gathered is _UNREAD:
         gathered = gather(rt, dialog_id, now)
     assert gathered is None or isinstance(gathered, tuple)
-    recheck_at: float | None = None
-    if gathered is None:
-        decisions: tuple[Decision, ...] = (Decision(None, Action.SKIP, Reason.NO_DIALOG),)
-        newest = 0
-    else:
-        outcome = decide(gathered[1])
-        decisions, recheck_at = outcome.decisions, outcome.recheck_at
-        newest = gathered[1].messages.last_visitor_id
-    created: list[int] = []
+    decided = _decide(gathered)
     with rt.engine.begin() as conn:
-        ledger.record_decisions(conn, dialog_id, decisions, now)
-        for x in decisions:
-            if x.action is not Action.NOTIFY or x.manager_id is None:
-                continue
-            targets = snapshot.push_targets(conn, x.manager_id) if x.channel is Channel.WEBPUSH else [""]
-            created.extend(ledger.claim_new(conn, dialog_id, x, targets, now))
-        if recheck_at is None and newest:
-            ledger.mark_covered(conn, dialog_id, newest, now)
-    for x in decisions:
-        log_decision(dialog_id, x)
-    return CheckResult(decisions, tuple(created), recheck_at)
+        created = _write(conn, dialog_id, decided, now)
+    return _done(dialog_id, decided, created)
 
 
 def check_and_enqueue(rt: Runtime, dialog_id: int, enqueue: Callable[[int], object], now: float | None = None,
@@ -165,15 +182,54 @@ def run_checks(
         # One dialog's bad data (an id beyond its column, say) must not fail the others: each reads alone.
         log.warning("check chunk of %d read alone error=%s", len(dialog_ids), describe(exc))
         facts = {}
+    decided, failed, written = _decide_and_write(rt, dialog_ids, facts, started)
     for dialog_id in dialog_ids:
+        result: CheckResult | None = None
         try:
-            result: CheckResult | None = check_and_enqueue(rt, dialog_id, enqueue, started, facts.get(dialog_id, _UNREAD))
+            if dialog_id in failed:
+                raise failed[dialog_id]
+            if dialog_id in written:
+                result = _done(dialog_id, decided[dialog_id], written[dialog_id])
+                for delivery_id in result.delivery_ids:
+                    enqueue(delivery_id)
+                rt.store.finish(dialog_id, result.recheck_at)  # the release comes last, as for one check
+            else:
+                result = check_and_enqueue(rt, dialog_id, enqueue, started, facts.get(dialog_id, _UNREAD))
         except Exception as exc:
             if is_outage(exc):
                 raise
             _check_failed(rt, dialog_id, exc, time.time() if now is None else now)
             result = None
         yield dialog_id, result
+
+
+def _decide_and_write(
+    rt: Runtime, dialog_ids: list[int], facts: dict[int, Gathered], now: float
+) -> tuple[dict[int, _Decided], dict[int, Exception], dict[int, tuple[int, ...]]]:
+    """Decide each dialog read with its chunk, then record them all in one transaction (one commit for
+    the chunk). If that transaction fails, nothing of it stays and each dialog is checked alone."""
+    decided: dict[int, _Decided] = {}
+    failed: dict[int, Exception] = {}
+    for dialog_id in dialog_ids:
+        if dialog_id not in facts:
+            continue  # read alone, below
+        try:
+            decided[dialog_id] = _decide(facts[dialog_id])
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            failed[dialog_id] = exc
+    if not decided:
+        return decided, failed, {}
+    try:
+        with rt.engine.begin() as conn:
+            written = {d: _write(conn, d, x, now) for d, x in decided.items()}
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        log.warning("check chunk of %d written alone error=%s", len(decided), describe(exc))
+        return decided, failed, {}
+    return decided, failed, written
 
 
 def _check_failed(rt: Runtime, dialog_id: int, exc: Exception, now: float) -> None:

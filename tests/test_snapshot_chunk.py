@@ -1,11 +1,15 @@
-"""A chunk of checks reads its dialogs together (`snapshot.load_dialogs`): each snapshot must be exactly the
-one its dialog gives when read alone, whatever the other dialogs of the chunk hold."""
+"""A chunk of checks reads its dialogs together (`snapshot.load_dialogs`) and records them in one transaction:
+each snapshot must be exactly the one its dialog gives when read alone, whatever the other dialogs of the
+chunk hold, and a write that fails for one dialog must cost only that dialog."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-from notifier import snapshot
+from sqlalchemy import Engine, select, text
+
+from notifier import models, snapshot
 from notifier.check import dispatch, run_checks
 from notifier.runtime import Runtime
 from tests.pushservice import PushService
@@ -71,3 +75,54 @@ def test_each_dialog_of_a_chunk_reads_as_if_alone(prt: Runtime, hostdb: Host, pu
     assert together[10].notified and not together[12].notified
     assert together[10].with_push == frozenset({MEMBER}) and together[12].with_push == frozenset()
     assert together[14].messages.last_visitor_id == 0 and together[11].messages.last_manager_id > 0
+
+
+def _refuse_decisions_of(engine: Engine, dialog_id: int) -> Callable[[], None]:
+    """A trigger in the database itself that refuses to record decisions about one dialog (a write that
+    fails for that dialog only, as a bad row would); returns how to remove it."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(
+                "CREATE FUNCTION refuse_decision() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.dialog_id = {dialog_id} THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+                "RETURN NEW; END $$ LANGUAGE plpgsql"))
+            conn.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON notifier_decisions "
+                              "FOR EACH ROW EXECUTE FUNCTION refuse_decision()"))
+        else:
+            conn.execute(text(f"CREATE TRIGGER refuse BEFORE INSERT ON notifier_decisions WHEN NEW.dialog_id = "
+                              f"{dialog_id} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"))
+
+    def remove() -> None:
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("DROP TRIGGER refuse ON notifier_decisions"))
+                conn.execute(text("DROP FUNCTION refuse_decision()"))
+            else:
+                conn.execute(text("DROP TRIGGER refuse"))
+
+    return remove
+
+
+def test_a_write_that_fails_for_one_dialog_costs_only_that_dialog(rt: Runtime, hostdb: Host) -> None:
+    """The chunk is recorded in one transaction; when that fails, each dialog is recorded alone."""
+    for owner in (1, 2, 3):
+        hostdb.user(owner, f"owner{owner}@example.com")
+        hostdb.dialog(1000 + owner, owner)
+        assert client.schedule_fallback(1000 + owner, hostdb.message(1000 + owner, "вопрос"))
+    now = time.time() + 61
+    checks: list[int] = []
+    dispatch(rt, checks.extend, lambda _d: None, now)
+    assert sorted(checks) == [1001, 1002, 1003]
+    remove = _refuse_decisions_of(rt.engine, 1002)
+    try:
+        created: list[int] = []
+        results = dict(run_checks(rt, sorted(checks), created.append, now))
+    finally:
+        remove()
+    assert results[1002] is None
+    assert results[1001] is not None and results[1003] is not None
+    assert len(created) == 2 and set(created) == set(results[1001].delivery_ids) | set(results[1003].delivery_ids)
+    with rt.engine.connect() as conn:
+        dialogs = sorted(conn.execute(select(models.deliveries.c.dialog_id)).scalars())
+    assert dialogs == [1001, 1003]
+    assert rt.store.counts()["pending"] == 1  # 1002 waits for its retry; the others are done
