@@ -95,7 +95,9 @@ class _Controller(Controller):
         super().__init__(_Handler(server), **kwargs)
 
     def factory(self) -> SMTP:
-        return _DelayedSMTP(self.handler, self._server.delay, self._server._connected, **self.SMTP_kwargs)
+        # aiosmtpd 1.4 and later keep the session's arguments in SMTP_kwargs; 1.2 in server_kwargs.
+        kwargs = getattr(self, "SMTP_kwargs", None) or getattr(self, "server_kwargs", None) or {}
+        return _DelayedSMTP(self.handler, self._server.delay, self._server._connected, **kwargs)
 
 
 class SmtpServer:
