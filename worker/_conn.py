@@ -25,15 +25,17 @@ stats: dict[str, int] = {
 
 _local = threading.local()
 # One asyncio client per event loop (a client is bound to the loop it was made on).
-_async_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, AsyncStore]] = weakref.WeakKeyDictionary()
+_async_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Settings, AsyncStore]] = weakref.WeakKeyDictionary()
 
 
 def store() -> Store:
     settings = get_settings()
     current: Store | None = getattr(_local, "store", None)
-    if current is None or _local.key != (os.getpid(), id(settings)):
+    # The settings object itself, not its id(): a new Settings may be given the address of one that is
+    # gone, and would then be served the old one's Redis.
+    if current is None or _local.pid != os.getpid() or _local.settings is not settings:
         current = Store(client_for(resolve_url(settings)))
-        _local.store, _local.key = current, (os.getpid(), id(settings))
+        _local.store, _local.pid, _local.settings = current, os.getpid(), settings
         _local.hot = current.hot_schedule()
     return current
 
@@ -49,11 +51,11 @@ def async_store(settings: Settings | None = None) -> AsyncStore:
     settings = settings or get_settings()
     loop = asyncio.get_running_loop()
     cached = _async_stores.get(loop)
-    if cached is None or cached[0] != id(settings):
+    if cached is None or cached[0] is not settings:
         client = redis.asyncio.Redis.from_url(
             resolve_url(settings), socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
         )
-        cached = _async_stores[loop] = (id(settings), AsyncStore(client))
+        cached = _async_stores[loop] = (settings, AsyncStore(client))
     return cached[1]
 
 
