@@ -15,16 +15,7 @@ m = host.dialog_messages
 
 
 def last_manager_id(conn: Connection, dialog_id: int) -> int:
-    found = conn.execute(select(func.max(m.c.id)).where(m.c.dialog_id == dialog_id, m.c.sender == "manager"))
-    return int(found.scalar_one_or_none() or 0)
-
-
-def load_messages(conn: Connection, dialog_id: int, pointers: Iterable[int], now: float) -> tuple[Messages, float | None]:
-    """(Messages with an exact count above the last manager message and above each read pointer, the time
-    of the newest visitor message or None). Ordered by id, never by timestamp."""
-    manager = last_manager_ids(conn, [dialog_id]).get(dialog_id, 0)
-    newest = newest_visitor(conn, [dialog_id]).get(dialog_id)
-    return count_unread(conn, dialog_id, manager, newest, pointers, now)
+    return last_manager_ids(conn, [dialog_id]).get(dialog_id, 0)
 
 
 def last_manager_ids(conn: Connection, dialog_ids: Collection[int]) -> dict[int, int]:
