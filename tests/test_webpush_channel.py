@@ -526,3 +526,51 @@ def test_push_service_interoperates_with_pywebpush_and_checks_exp(service: PushS
     with pytest.raises(WebPushException):
         webpush(sub, "{}", vapid_private_key=vapid[0], vapid_claims=too_late, timeout=5)
     assert len(service.rejections) == 1 and "within the next 24 hours" in service.rejections[0]
+
+
+# --- the environment: read once per push service, as requests would read it --------------------------------
+
+
+def test_proxy_variables_still_apply(service: PushService, vapid: tuple[str, str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sender reads proxy settings once per push service instead of on every request: a proxy named in
+    the environment is still the way out, and NO_PROXY still exempts a host."""
+    sub = service.new_subscription("alice")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"  # bound, not listening: refused
+        monkeypatch.setenv("HTTPS_PROXY", dead_proxy)
+        monkeypatch.setenv("HTTP_PROXY", dead_proxy)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        via_proxy = WebPushSender(push_settings(vapid[0]))
+        try:
+            with pytest.raises(TransientError, match="ProxyError|ConnectionError"):
+                via_proxy.send(target(sub), Push(1))
+            with pytest.raises(TransientError):  # the second push takes the remembered way too
+                via_proxy.send(target(sub), Push(1))
+        finally:
+            via_proxy.close()
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        exempt = WebPushSender(push_settings(vapid[0]))
+        try:
+            assert exempt.send(target(sub), Push(1)).detail.startswith("push service answered 201")
+        finally:
+            exempt.close()
+    assert len(service.received) == 1
+
+
+def test_netrc_does_not_replace_the_vapid_header(service: PushService, vapid: tuple[str, str],
+                                                 monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """requests, trusting the environment, would put ~/.netrc's Basic credentials in place of our
+    Authorization header: the push service would refuse every push to that host."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    sender = WebPushSender(push_settings(vapid[0]))
+    try:
+        assert sender.send(target(service.new_subscription("alice")), Push(1)).detail.startswith("push service answered")
+    finally:
+        sender.close()
+    assert service.rejections == [] and len(service.received) == 1

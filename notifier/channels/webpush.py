@@ -113,6 +113,10 @@ class WebPushSender:
             adapter = HTTPAdapter(pool_connections=16, pool_maxsize=settings.max_in_flight_per_host)
             self._session.mount("https://", adapter)
             self._session.mount("http://", adapter)
+            # requests reads the environment (proxy variables, REQUESTS_CA_BUNDLE, ~/.netrc) on every request,
+            # a third of its own cost per push: read once per push service (`_environment`) and passed along.
+            self._session.trust_env = False
+        self._environments: dict[str, dict[str, object]] = {}  # origin -> proxies and verify, read once
         # Looked up per call, not bound at import, so a frozen test clock applies here too.
         self._clock = clock or (lambda: time.time())
         self._lock = threading.Lock()
@@ -131,6 +135,22 @@ class WebPushSender:
             self._headers[origin] = (header, exp - _JWT_REFRESH_MARGIN)
             self.signatures_made += 1
             return header
+
+    def _environment(self, origin: str) -> dict[str, object]:
+        """What requests would take from the environment for this origin (proxies, CA bundle), read on the
+        first push to it. Nothing for an injected session: it reads its environment itself, if it trusts it."""
+        if not self._owns_session:
+            return {}
+        with self._lock:
+            found = self._environments.get(origin)
+            if found is None:
+                reader = requests.Session()  # trust_env as requests has it by default: the environment's view
+                try:
+                    merged = reader.merge_environment_settings(origin + "/", {}, None, None, None)
+                finally:
+                    reader.close()
+                found = self._environments[origin] = {"proxies": merged["proxies"], "verify": merged["verify"]}
+            return found
 
     def send(self, target: PushTarget, rendered: PushPayload) -> DeliveryResult:
         try:
@@ -156,7 +176,8 @@ class WebPushSender:
         }
         try:
             with self._session.post(
-                target.endpoint, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+                target.endpoint, data=body, headers=headers, timeout=self._timeout, allow_redirects=False,
+                **self._environment(origin),  # type: ignore[arg-type]
             ) as response:
                 text: str = response.text  # read it all, so the connection goes back to the pool
                 status: int = response.status_code
