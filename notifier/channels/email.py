@@ -3,12 +3,12 @@
 aiosmtplib is asyncio-only and Celery tasks are not, so each sender owns a private event loop
 (`asyncio.Runner`) and keeps its SMTP connection open across tasks, reconnecting when the server closes it.
 
-Both senders transmit the same bytes, produced here by `message_bytes` under `HEADER_POLICY`: headers
-with non-ASCII text (a Subject mixing Latin and Cyrillic, a Cyrillic display name) are written as whole
-UTF-8 encoded-words with every space inside a word, so an RFC 2047 decoder, which drops whitespace
-between adjacent encoded-words, gives back exactly the text we meant. The bodies are quoted-printable or
-base64, so the message is 7-bit ASCII and needs no SMTP extension. The SMTP sender hands those bytes to
-`SMTP.sendmail` itself: `send_message` would flatten the message again with aiosmtplib's own policy.
+Both senders transmit the same bytes, written by `notifier.channels.mailbytes.compose`: headers with
+non-ASCII text (a Subject mixing Latin and Cyrillic, a Cyrillic display name) are written as whole UTF-8
+encoded-words with every space inside a word, so an RFC 2047 decoder, which drops whitespace between
+adjacent encoded-words, gives back exactly the text we meant. The bodies are quoted-printable or base64,
+so the message is 7-bit ASCII and needs no SMTP extension. The SMTP sender hands those bytes to
+`SMTP.sendmail` itself: `send_message` would flatten a message again with aiosmtplib's own policy.
 """
 
 from __future__ import annotations
@@ -16,18 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 import threading
 import time
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import formatdate
 from typing import TYPE_CHECKING
 
 import aiosmtplib
 
 from notifier.channels.base import DeliveryResult, EmailTarget
-from notifier.channels.mailheaders import HEADER_POLICY, clean, recipient_address
+from notifier.channels.mailbytes import compose
+from notifier.channels.mailheaders import recipient_address
 from notifier.config import Settings
 from notifier.enums import Channel
 from notifier.errors import ConfigError, PermanentError, TransientError
@@ -43,40 +40,6 @@ def message_id_for(delivery_id: int, dialog_id: int, settings: Settings) -> str:
     return f"<notifier.{delivery_id}.d{dialog_id}@{settings.message_id_domain}>"
 
 
-def build_message(settings: Settings, target: EmailTarget, rendered: RenderedEmail) -> EmailMessage:
-    """A multipart/alternative mail; every header value is stripped of control characters."""
-    recipient = recipient_address(target)
-    sender = settings.email_from_address
-    msg = EmailMessage(policy=HEADER_POLICY)
-    msg["Subject"] = clean(rendered.subject)
-    msg["From"] = Address(display_name=clean(sender.display_name), addr_spec=sender.addr_spec)
-    msg["To"] = recipient
-    msg["Message-ID"] = clean(target.message_id)
-    msg["Date"] = formatdate(localtime=False)
-    if target.unsubscribe_url:
-        msg["List-Unsubscribe"] = f"<{clean(target.unsubscribe_url)}>"
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg.set_content(rendered.text, charset="utf-8", cte=_transfer_encoding(rendered.text))
-    msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte=_transfer_encoding(rendered.html))
-    # Our own boundary, so that the generator does not make one and compile a regular expression to check
-    # it against the parts: "==" never occurs at the start of a base64 or quoted-printable line.
-    msg.set_boundary(f"=={secrets.token_hex(16)}")
-    return msg
-
-
-def _transfer_encoding(body: str) -> str:
-    """Quoted-printable keeps ASCII readable; anything else (Cyrillic) is shorter in base64. Chosen here
-    because the email package, left to choose, encodes the whole body both ways to compare."""
-    return "quoted-printable" if body.isascii() else "base64"
-
-
-def message_bytes(msg: EmailMessage) -> bytes:
-    """The message as it goes on the wire (and into the outbox): CRLF, 7-bit, headers folded by HEADER_POLICY."""
-    return msg.as_bytes(policy=HEADER_POLICY)
-
-
 class OutboxSender:
     """No SMTP host configured: each mail becomes a `.eml` file in the outbox folder."""
 
@@ -89,11 +52,11 @@ class OutboxSender:
         log.info("email goes to the local outbox folder=%s (NOTIFIER_SMTP_HOST is not set)", self.folder)
 
     def send(self, target: EmailTarget, rendered: RenderedEmail) -> DeliveryResult:
-        msg = build_message(self.settings, target, rendered)
+        data = compose(self.settings, target, rendered)
         name = re.sub(r"[^A-Za-z0-9.]+", "_", target.message_id.strip("<>"))
         path = self.folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}.eml"
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(message_bytes(msg))
+        tmp.write_bytes(data)
         tmp.replace(path)  # a reader never sees half a file
         log.info("email written to outbox file=%s", path.name)
         return DeliveryResult(ref=target.message_id, detail=str(path))
@@ -143,8 +106,7 @@ class SmtpSender:
                     raise
 
     def send(self, target: EmailTarget, rendered: RenderedEmail) -> DeliveryResult:
-        msg = build_message(self.settings, target, rendered)
-        data = message_bytes(msg)
+        data = compose(self.settings, target, rendered)
         try:
             self._runner.run(self._send(recipient_address(target).addr_spec, data))
         except aiosmtplib.SMTPRecipientsRefused as exc:

@@ -4,7 +4,8 @@ Headers with non-ASCII text (a Subject mixing Latin and Cyrillic, a Cyrillic dis
 whole UTF-8 encoded-words with every space inside a word, so an RFC 2047 decoder, which drops whitespace
 between adjacent encoded-words, gives back exactly the text we meant. Pure ASCII folds as usual.
 
-Public: `HEADER_POLICY`, `HeaderPolicy`, `clean`, `needs_encoding`, `encoded_words`, `recipient_address`,
+Public: `HEADER_POLICY`, `HeaderPolicy`, `clean`, `needs_encoding`, `encoded_words`, `fold_text`,
+`fold_addresses`, `recipient_address`,
 `ENCODED_WORD_MAX`, `ENCODED_LINE_MAX`.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import re
 import string
+from collections.abc import Sequence
 from email.errors import MessageError
 from email.headerregistry import Address, AddressHeader, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.policy import EmailPolicy
@@ -146,33 +148,43 @@ class _Lines:
         return linesep.join(self.lines) + linesep
 
 
+def fold_text(name: str, text: str) -> _Lines | None:
+    """Unstructured text that needs encoded-words (or has a word too long for a line), folded our way;
+    None: ASCII that the standard folding keeps readable."""
+    room = 78 - len(name) - 2
+    if not needs_encoding(text) and all(len(word) <= room for word in text.split()):
+        return None
+    lines = _Lines(name)
+    lines.add_encoded(text)
+    return lines
+
+
+def fold_addresses(name: str, addresses: Sequence[Address]) -> _Lines | None:
+    """Mailboxes with a display name that needs encoded-words, folded our way; None: the standard
+    folding is right (no display name needs encoding)."""
+    if not any(needs_encoding(a.display_name) for a in addresses):
+        return None
+    lines = _Lines(name)
+    for i, address in enumerate(addresses):
+        comma = "," if i < len(addresses) - 1 else ""
+        if not address.display_name:
+            lines.add(address.addr_spec + comma)
+        elif needs_encoding(address.display_name):
+            lines.add_encoded(address.display_name, keep_whole=True)
+            lines.add(f"<{address.addr_spec}>{comma}")
+        else:
+            lines.add(str(address) + comma)  # headerregistry quotes the name when it has to
+    return lines
+
+
 def _fold_encoded(name: str, value: Any) -> _Lines | None:
     """Our folding for a header with text that needs encoded-words; None: the standard folding is right."""
     if isinstance(value, UnstructuredHeader):
-        text = str(value)
-        room = 78 - len(name) - 2
-        if not needs_encoding(text) and all(len(word) <= room for word in text.split()):
-            return None  # ASCII that folds at its spaces: the standard folding keeps it readable
-        lines = _Lines(name)
-        lines.add_encoded(text)
-        return lines
+        return fold_text(name, str(value))
     if isinstance(value, AddressHeader):
         if any(group.display_name is not None for group in value.groups):
             return None  # we never write groups
-        addresses = value.addresses
-        if not any(needs_encoding(a.display_name) for a in addresses):
-            return None
-        lines = _Lines(name)
-        for i, address in enumerate(addresses):
-            comma = "," if i < len(addresses) - 1 else ""
-            if not address.display_name:
-                lines.add(address.addr_spec + comma)
-            elif needs_encoding(address.display_name):
-                lines.add_encoded(address.display_name, keep_whole=True)
-                lines.add(f"<{address.addr_spec}>{comma}")
-            else:
-                lines.add(str(address) + comma)  # headerregistry quotes the name when it has to
-        return lines
+        return fold_addresses(name, value.addresses)
     return None
 
 
