@@ -174,7 +174,7 @@ def _prepare(rt: Runtime, rows: list[ledger.DeliveryRow], now: float) -> list[Pr
     with rt.engine.connect() as conn:
         subscriptions = snapshot.load_subscriptions(conn, [int(r.target) for r in rows if r.channel is Channel.WEBPUSH])
         facts = gather_many(rt, sorted({r.dialog_id for r in rows}), now, conn)
-        decided: list[tuple[ledger.DeliveryRow, Decision, tuple[tuple[int, str], ...]]] = []
+        decided: list[tuple[ledger.DeliveryRow, Decision]] = []
         for row in rows:
             gathered = facts[row.dialog_id]
             subscription = subscriptions.get(int(row.target)) if row.channel is Channel.WEBPUSH else None
@@ -183,15 +183,18 @@ def _prepare(rt: Runtime, rows: list[ledger.DeliveryRow], now: float) -> list[Pr
             else:
                 owner = subscription.manager_id if subscription is not None else None
                 decision = decide_delivery(gathered[1], PendingDelivery(row.manager_id, row.channel, row.burst_floor, owner))
-            shown: tuple[tuple[int, str], ...] = ()
-            if decision.action not in (Action.SKIP, Action.HOLD) and gathered is not None:
-                shown = snapshot.load_shown(conn, row.dialog_id, decision.burst_floor, MAX_SHOWN)
-            decided.append((row, decision, shown))
+            decided.append((row, decision))
+        # The messages each mail or push shows, for those that go: one statement for the whole group.
+        shown = snapshot.load_shown_many(conn, [
+            (row.dialog_id, decision.burst_floor) for row, decision in decided
+            if decision.action not in (Action.SKIP, Action.HOLD) and facts[row.dialog_id] is not None
+        ], MAX_SHOWN)
     out: list[Prepared] = []
-    for row, decision, shown in decided:
+    for row, decision in decided:
         try:
             subscription = subscriptions.get(int(row.target)) if row.channel is Channel.WEBPUSH else None
-            out.append((row, _settle(rt, row, decision, facts[row.dialog_id], subscription, shown, now)))
+            mine = shown.get((row.dialog_id, decision.burst_floor), ())
+            out.append((row, _settle(rt, row, decision, facts[row.dialog_id], subscription, mine, now)))
         except Exception as exc:  # noqa: BLE001 - a template error, a bad address: this row only
             out.append((row, exc))
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
@@ -141,7 +142,8 @@ def test_a_burst_of_ten_thousand_says_ten_thousand_and_loads_only_what_it_shows(
     assert says in text and hidden in text
     assert f"Сообщение номер {ids[-1]}" in text and f"Сообщение номер {ids[-10]}" in text
     assert f"Сообщение номер {ids[-11]}" not in text
-    reads_of_text = [(sql, values) for sql, values in log.statements if "dialog_messages.text" in sql]
+    reads_of_text = [sql for sql, _values in log.statements
+                     if "dialog_messages" in sql and re.search(r'\b"?text"?\s+AS\b', sql)]
     assert len(reads_of_text) == 2, reads_of_text  # one push, one email
-    for sql, values in reads_of_text:  # ten messages each, never the whole burst
-        assert "LIMIT" in sql and 10 in values[-2:], (sql, values)  # SQLite adds an OFFSET after it
+    for sql in reads_of_text:  # ten messages each, never the whole burst
+        assert re.search(r"\bLIMIT 10\b", sql), sql

@@ -2,7 +2,7 @@
 
 Public: `DialogSnapshot`, `Subscription`, `load_dialog`, `load_dialogs`, `load_people`, `load_team`,
 `load_subscription`, `load_subscriptions`,
-`push_targets`, `load_shown`, `load_stored`, `message_time`; for operations `ScannedMessage`, `first_id_since`,
+`push_targets`, `load_shown`, `load_shown_many`, `load_stored`, `message_time`; for operations `ScannedMessage`, `first_id_since`,
 `scan_visitor_messages`, `host_tables_missing`, `recent_decisions`, `delivery_counts`, `failed_deliveries`,
 `dialog_history`; for the host's side `DialogAccess`, `visible_dialog`, `load_viewer`, `MissedDialog`,
 `load_missed`, `MISSED_LIMIT`; for sending `Route`, `load_routes`.
@@ -24,7 +24,7 @@ from notifier.snapshot.dialog import (
     push_targets,
 )
 from notifier.snapshot.hosttime import message_time
-from notifier.snapshot.messages import load_shown
+from notifier.snapshot.messages import load_shown, load_shown_many
 from notifier.snapshot.missed import MISSED_LIMIT, MissedDialog, load_missed
 from notifier.snapshot.ops import (
     ScannedMessage,
@@ -60,6 +60,7 @@ __all__ = [
     "load_people",
     "load_pushed",
     "load_shown",
+    "load_shown_many",
     "load_stored",
     "load_subscription",
     "load_subscriptions",

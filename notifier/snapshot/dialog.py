@@ -13,7 +13,7 @@ from notifier.decide import Candidate, Decision, DialogFacts, Messages, Person, 
 from notifier.enums import Channel
 from notifier.preferences import Stored
 from notifier.snapshot.hosttime import message_time
-from notifier.snapshot.messages import count_unread, last_manager_ids, newest_visitor
+from notifier.snapshot.messages import last_manager_ids, newest_visitor, unread_counts, unread_messages
 from notifier.snapshot.prefs import load_stored
 
 
@@ -68,8 +68,8 @@ def load_dialog(conn: Connection, dialog_id: int, now: float, push_enabled: bool
 
 def load_dialogs(conn: Connection, dialog_ids: Collection[int], now: float, push_enabled: bool) -> dict[int, DialogSnapshot]:
     """The snapshots of several dialogs (a chunk of checks, or the one dialog of a delivery), each exactly
-    what reading it alone would give: one statement per kind of fact for all of them, plus one count per
-    dialog. Dialogs that do not exist are left out."""
+    what reading it alone would give: one statement per kind of fact for all of them. Dialogs that do not
+    exist are left out."""
     d, a = host.dialogs, host.assistants
     rows = conn.execute(
         select(
@@ -108,13 +108,16 @@ def load_dialogs(conn: Connection, dialog_ids: Collection[int], now: float, push
     with_push = _with_push(conn, everyone) if push_enabled else frozenset()
     notified = _notified(conn, list(facts), everyone, min(managers.get(i, 0) for i in facts))
     stored = load_stored(conn, everyone, list(facts))
+    mine_of = {i: {m: p for (dd, m), p in pointers.items() if dd == i and m in ids_of[i]} for i in facts}
+    # Exact counts above the last manager message and above every candidate's read pointer.
+    counts = unread_counts(conn, {i: {managers.get(i, 0), *mine_of[i].values()} for i in facts if i in newest})
     out: dict[int, DialogSnapshot] = {}
     for row in rows:
         dialog_id = int(row.id)
         ids = ids_of[dialog_id]
-        mine = {m: p for (dd, m), p in pointers.items() if dd == dialog_id and m in ids}
-        messages, last_visitor_at = count_unread(conn, dialog_id, managers.get(dialog_id, 0), newest.get(dialog_id),
-                                                 mine.values(), now)
+        mine = mine_of[dialog_id]
+        messages, last_visitor_at = unread_messages(dialog_id, managers.get(dialog_id, 0), newest.get(dialog_id),
+                                                    counts.get(dialog_id, {}), now)
         name = " ".join(p for p in (row.first_name, row.last_name) if p) or (
             f"@{row.telegram_username}" if row.telegram_username else None
         )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, func, select, text
 
 from notifier import host
 from notifier.decide import Messages
@@ -40,28 +40,82 @@ def newest_visitor(conn: Connection, dialog_ids: Collection[int]) -> dict[int, t
     return {int(d): (int(i), ts) for d, i, ts in rows}
 
 
-def count_unread(conn: Connection, dialog_id: int, manager: int, newest: tuple[int, Any] | None,
-                 pointers: Iterable[int], now: float) -> tuple[Messages, float | None]:
-    """One statement: the exact count and the first id of visitor messages above each threshold."""
+# A statement holds at most this many per-dialog parts (two bound values each): far below every
+# database's limit on bound values (SQLite's was 999 before 3.32).
+_PARTS_PER_STATEMENT = 200
+
+
+class _Names:
+    """The host's table and column names as this database wants them quoted."""
+
+    def __init__(self, conn: Connection) -> None:
+        quote = conn.dialect.identifier_preparer.quote
+        self.table = quote(m.name)
+        self.dialog_id, self.id, self.text = quote(m.c.dialog_id.name), quote(m.c.id.name), quote(m.c.text.name)
+        self.sender = quote(m.c.sender.name)
+
+    def visitor_rows_above(self, dialog: str, floor: str) -> str:
+        return f"{self.dialog_id} = :{dialog} AND {self.sender} = 'user' AND {self.id} > :{floor}"
+
+
+def _union(conn: Connection, parts: list[tuple[int, int]], part_sql: Callable[[str, str], str]) -> list[Any]:
+    """Run `part_sql(dialog placeholder, floor placeholder)` for every (dialog, floor) of `parts`, joined by
+    UNION ALL: one round trip per statement instead of one per part. Plain SQL text: built per call at
+    the cost of a string join, where the same statement in SQLAlchemy's expression language cost more
+    than its execution."""
+    rows: list[Any] = []
+    for start in range(0, len(parts), _PARTS_PER_STATEMENT):
+        chunk = parts[start : start + _PARTS_PER_STATEMENT]
+        sql = " UNION ALL ".join(part_sql(f"d{i}", f"f{i}") for i in range(len(chunk)))
+        values = {}
+        for i, (dialog_id, floor) in enumerate(chunk):
+            values[f"d{i}"], values[f"f{i}"] = int(dialog_id), int(floor)
+        rows += conn.execute(text(sql), values).all()
+    return rows
+
+
+def unread_counts(conn: Connection, thresholds: Mapping[int, Collection[int]]) -> dict[int, dict[int, tuple[int, int]]]:
+    """dialog -> threshold -> (exact count, first id) of the dialog's visitor messages above it ((0, 0):
+    none). One statement for all of them (per 200 thresholds)."""
+    parts = sorted({(d, t) for d, ts in thresholds.items() for t in ts})
+    out: dict[int, dict[int, tuple[int, int]]] = {d: {} for d in thresholds}
+    q = _Names(conn)
+    rows = _union(conn, parts, lambda d, f: (
+        f"SELECT {q.dialog_id} AS d, CAST(:{f} AS BIGINT) AS f, COUNT(*) AS n, MIN({q.id}) AS first"
+        f" FROM {q.table} WHERE {q.visitor_rows_above(d, f)} GROUP BY {q.dialog_id}"
+    ))
+    for d, f, n, first in rows:
+        out[int(d)][int(f)] = (int(n or 0), int(first or 0))
+    for d, t in parts:
+        out[d].setdefault(t, (0, 0))  # no message above it: the part returned no row
+    return out
+
+
+def unread_messages(dialog_id: int, manager: int, newest: tuple[int, Any] | None, counts: Mapping[int, tuple[int, int]],
+                    now: float) -> tuple[Messages, float | None]:
+    """The decision's view of a dialog's visitor messages, from `unread_counts` for it (thresholds: the last
+    manager message and every candidate's read pointer), and when the newest of them was written."""
     if newest is None:
         return Messages(manager, 0, {}), None
-    thresholds = sorted({manager, *pointers})
-    columns = []
-    for t in thresholds:
-        columns += [func.count(case((m.c.id > t, 1))), func.min(case((m.c.id > t, m.c.id)))]
-    row = conn.execute(
-        select(*columns).where(m.c.dialog_id == dialog_id, m.c.sender == "user", m.c.id > thresholds[0])
-    ).one()
-    above = {t: (int(row[2 * i] or 0), int(row[2 * i + 1] or 0)) for i, t in enumerate(thresholds)}
-    return Messages(manager, newest[0], above), message_time(newest[1], now)
+    return Messages(manager, newest[0], dict(counts)), message_time(newest[1], now)
 
 
 def load_shown(conn: Connection, dialog_id: int, floor: int, limit: int) -> tuple[tuple[int, str], ...]:
     """The newest `limit` visitor messages above `floor`, with their text, oldest first."""
-    rows = conn.execute(
-        select(m.c.id, m.c.text)
-        .where(m.c.dialog_id == dialog_id, m.c.sender == "user", m.c.id > floor)
-        .order_by(m.c.id.desc())
-        .limit(limit)
-    ).all()
-    return tuple((int(r.id), r.text or "") for r in reversed(rows))
+    return load_shown_many(conn, [(dialog_id, floor)], limit)[(dialog_id, floor)]
+
+
+def load_shown_many(conn: Connection, wanted: Collection[tuple[int, int]],
+                    limit: int) -> dict[tuple[int, int], tuple[tuple[int, str], ...]]:
+    """(dialog, floor) -> its newest `limit` visitor messages above `floor`, with their text, oldest first.
+    One statement for all of them (per 200)."""
+    parts = sorted(set(wanted))
+    found: dict[tuple[int, int], list[tuple[int, str]]] = {p: [] for p in parts}
+    q = _Names(conn)
+    rows = _union(conn, parts, lambda d, f: (
+        f"SELECT * FROM (SELECT {q.dialog_id} AS d, CAST(:{f} AS BIGINT) AS f, {q.id} AS id, {q.text} AS body"
+        f" FROM {q.table} WHERE {q.visitor_rows_above(d, f)} ORDER BY {q.id} DESC LIMIT {int(limit)}) AS part_{d}"
+    ))
+    for d, f, message_id, body in rows:
+        found[(int(d), int(f))].append((int(message_id), body or ""))
+    return {p: tuple(sorted(found[p])) for p in parts}
