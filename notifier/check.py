@@ -91,14 +91,11 @@ def gather_many(rt: Runtime, dialog_ids: list[int], now: float, conn: snapshot.C
             snaps = snapshot.load_dialogs(own, dialog_ids, now, rt.push_enabled)
     else:
         snaps = snapshot.load_dialogs(conn, dialog_ids, now, rt.push_enabled)
+    online = rt.store.online_on_dialogs({d: [c.person.id for c in s.candidates] for d, s in snaps.items()}, now)
     out: dict[int, Gathered] = {}
     for dialog_id in dialog_ids:
         snap = snaps.get(dialog_id)
-        if snap is None:
-            out[dialog_id] = None
-            continue
-        online = rt.store.online_on_dialog([c.person.id for c in snap.candidates], dialog_id, now)
-        out[dialog_id] = snap, build_input(snap, online, seen[dialog_id], now, rt.settings)
+        out[dialog_id] = None if snap is None else (snap, build_input(snap, online[dialog_id], seen[dialog_id], now, rt.settings))
     return out
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -421,10 +422,19 @@ class Store:
         return int(admin), int(site)
 
     def online_on_dialog(self, manager_ids: list[int], dialog_id: int, now: float) -> set[int]:
-        if not manager_ids:
-            return set()
-        scores = cast(list[float | None], self.r.zmscore(PRESENCE_ADMIN, [admin_member(m, dialog_id) for m in manager_ids]))
-        return {m for m, s in zip(manager_ids, scores, strict=True) if s is not None and float(s) > now}
+        return self.online_on_dialogs({dialog_id: manager_ids}, now)[dialog_id]
+
+    def online_on_dialogs(self, managers: Mapping[int, list[int]], now: float) -> dict[int, set[int]]:
+        """dialog -> those of its managers with the admin panel open on it now: one round trip for all."""
+        pairs = [(d, m) for d, ids in managers.items() for m in ids]
+        out: dict[int, set[int]] = {d: set() for d in managers}
+        if not pairs:
+            return out
+        scores = cast(list[float | None], self.r.zmscore(PRESENCE_ADMIN, [admin_member(m, d) for d, m in pairs]))
+        for (d, m), score in zip(pairs, scores, strict=True):
+            if score is not None and float(score) > now:
+                out[d].add(m)
+        return out
 
     # What the server is configured to do with our keys (the worker's start-up check).
     def server_config(self) -> dict[str, str]:

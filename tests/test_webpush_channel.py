@@ -485,23 +485,30 @@ def test_logs_carry_no_secrets(service: PushService, vapid: tuple[str, str], cap
 
 
 def test_injected_session_is_used_and_left_open(service: PushService, vapid: tuple[str, str]) -> None:
-    class CountingSession(requests.Session):
-        posts = closes = 0
+    class CountingAdapter(requests.adapters.HTTPAdapter):
+        sends = 0
 
-        def post(self, *args: Any, **kwargs: Any) -> requests.Response:
-            self.posts += 1
-            assert kwargs["allow_redirects"] is False and kwargs["timeout"] == (5.0, 10.0)
-            return super().post(*args, **kwargs)
+        def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+            self.sends += 1
+            assert kwargs["timeout"] == (5.0, 10.0) and kwargs["stream"] is False
+            return super().send(request, *args, **kwargs)
+
+    class ClosingSession(requests.Session):
+        closes = 0
 
         def close(self) -> None:
             self.closes += 1
             super().close()
 
-    with CountingSession() as session:
+    adapter = CountingAdapter()
+    with ClosingSession() as session:
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
         sender = WebPushSender(push_settings(vapid[0]), session)
         sender.send(target(service.new_subscription("alice")), Push(1))
         sender.close()
-        assert (session.posts, session.closes) == (1, 0)
+        assert (adapter.sends, session.closes) == (1, 0)
+    assert len(service.received) == 1
 
 
 # --- the push service itself: it must refuse what real ones refuse, or "zero rejections" proves nothing ----

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from email.errors import MessageError
 from email.headerregistry import Address, AddressHeader, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.policy import EmailPolicy
+from functools import lru_cache
 from typing import Any, cast
 
 from notifier.channels.base import EmailTarget
@@ -111,9 +112,15 @@ def _split_words(text: str, first_room: int, encoding: str) -> list[str]:
 def encoded_words(text: str, first_room: int = ENCODED_WORD_MAX) -> list[str]:
     """`text` as UTF-8 encoded-words, each at most 75 characters (the first at most first_room), split only
     between characters. Q or B encoding, whichever is shorter overall; spaces travel inside the words."""
-    first_room = min(max(first_room, _MIN_WORD_ROOM), ENCODED_WORD_MAX)
+    return list(_encoded_words(text, min(max(first_room, _MIN_WORD_ROOM), ENCODED_WORD_MAX)))
+
+
+@lru_cache(maxsize=4096)
+def _encoded_words(text: str, first_room: int) -> tuple[str, ...]:
+    # Cached: the same subjects and names recur mail after mail, and splitting is done a character at a time.
     candidates = [_split_words(text, first_room, enc) for enc in ("q", "b")]
-    return min(candidates, key=lambda words: (sum(map(len, words)), len(words)))
+    best: list[str] = min(candidates, key=lambda words: (sum(map(len, words)), len(words)))
+    return tuple(best)
 
 
 class _Lines:
