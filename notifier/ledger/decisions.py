@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, case
 
 from notifier import models
 from notifier.decide import Decision
-from notifier.ledger._upsert import upsert
+from notifier.ledger._upsert import upsert_fixed
 
 
 def record_decisions(conn: Connection, dialog_id: int, decisions: Sequence[Decision], now: float) -> None:
@@ -36,10 +37,14 @@ def record_decisions(conn: Connection, dialog_id: int, decisions: Sequence[Decis
 def mark_covered(conn: Connection, dialog_id: int, message_id: int, now: float) -> None:
     """Every visitor message up to `message_id` has had its final decisions: the reconciler may skip them."""
     t = models.dialog_checks
-    upsert(
-        conn, t, {"dialog_id": dialog_id, "covered_up_to": message_id, "checked_at": now}, [t.c.dialog_id],
-        update=lambda new: {
-            "covered_up_to": case((new.covered_up_to > t.c.covered_up_to, new.covered_up_to), else_=t.c.covered_up_to),
-            "checked_at": now,
-        },
-    )
+    upsert_fixed(conn, t, {"dialog_id": dialog_id, "covered_up_to": message_id, "checked_at": now}, [t.c.dialog_id],
+                 update=_forward_only)
+
+
+def _forward_only(new: Any) -> dict[str, object]:
+    """A dialog's coverage only moves forward; the time is the newer check's."""
+    t = models.dialog_checks
+    return {
+        "covered_up_to": case((new.covered_up_to > t.c.covered_up_to, new.covered_up_to), else_=t.c.covered_up_to),
+        "checked_at": new.checked_at,
+    }

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select,
 from notifier import metrics, models
 from notifier.decide import Decision
 from notifier.enums import Channel, DeliveryStatus, FailReason
-from notifier.ledger._upsert import upsert
+from notifier.ledger._upsert import upsert_fixed
 from notifier.ledger.decisions import record_decisions
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ ENQUEUE_LEASE = 60.0
 ERROR_LIMIT = 1000
 
 d = models.deliveries
+_KEY = (d.c.dialog_id, d.c.manager_id, d.c.channel, d.c.target, d.c.burst_floor)
 
 
 def claim_new(conn: Connection, dialog_id: int, decision: Decision, targets: Sequence[str], now: float) -> list[int]:
@@ -52,8 +53,7 @@ def claim_new(conn: Connection, dialog_id: int, decision: Decision, targets: Seq
             "created_at": now,
             "updated_at": now,
         }
-        key = [d.c.dialog_id, d.c.manager_id, d.c.channel, d.c.target, d.c.burst_floor]
-        created.extend(upsert(conn, d, values, key, returning=d.c.id).scalars())
+        created.extend(upsert_fixed(conn, d, values, _KEY, returning=d.c.id).scalars())
     return created
 
 
