@@ -32,6 +32,31 @@ d = models.deliveries
 _KEY = (d.c.dialog_id, d.c.manager_id, d.c.channel, d.c.target, d.c.burst_floor)
 
 
+# Built once: claims and sent marks run for every delivery group, and building them cost more than running them.
+_CLAIM = (
+    update(d)
+    .where(
+        d.c.id.in_(bindparam("ids", expanding=True)),
+        d.c.attempts < bindparam("max_attempts"),
+        or_(
+            and_(d.c.status == DeliveryStatus.PENDING.value,
+                 or_(d.c.not_before.is_(None), d.c.not_before <= bindparam("at_now"))),
+            and_(d.c.status == DeliveryStatus.SENDING.value, d.c.lease_until < bindparam("at_now")),
+        ),
+    )
+    .values(status=DeliveryStatus.SENDING.value, lease_until=bindparam("new_lease"), attempts=d.c.attempts + 1,
+            updated_at=bindparam("at_now"))
+    .returning(d.c.id, d.c.dialog_id, d.c.manager_id, d.c.channel, d.c.target, d.c.burst_floor,
+               d.c.first_message_id, d.c.last_message_id, d.c.attempts, d.c.due_at)
+)
+_SENT = (
+    update(d)
+    .where(d.c.id == bindparam("sent_id"), d.c.status == DeliveryStatus.SENDING.value)
+    .values(status=DeliveryStatus.SENT.value, sent_at=bindparam("at_now"), message_ref=bindparam("sent_ref"),
+            lease_until=None, updated_at=bindparam("at_now"))
+)
+
+
 def claim_new(conn: Connection, dialog_id: int, decision: Decision, targets: Sequence[str], now: float) -> list[int]:
     """Insert one pending delivery per target; returns the ids this call created (none if already there)."""
     assert decision.manager_id is not None and decision.channel is not None
@@ -80,21 +105,9 @@ def claim(engine: Engine, delivery_id: int, now: float, send_lease: float, max_a
 def claim_many(engine: Engine, delivery_ids: Sequence[int], now: float, send_lease: float,
                max_attempts: int) -> dict[int, DeliveryRow]:
     """`claim` for several deliveries in one statement: those of them that could be taken, by id."""
-    claimable = and_(
-        d.c.attempts < max_attempts,
-        or_(
-            and_(d.c.status == DeliveryStatus.PENDING.value, or_(d.c.not_before.is_(None), d.c.not_before <= now)),
-            and_(d.c.status == DeliveryStatus.SENDING.value, d.c.lease_until < now),
-        ),
-    )
     with engine.begin() as conn:
-        rows = conn.execute(
-            update(d)
-            .where(d.c.id.in_(list(delivery_ids)), claimable)
-            .values(status=DeliveryStatus.SENDING.value, lease_until=now + send_lease, attempts=d.c.attempts + 1, updated_at=now)
-            .returning(d.c.id, d.c.dialog_id, d.c.manager_id, d.c.channel, d.c.target, d.c.burst_floor,
-                       d.c.first_message_id, d.c.last_message_id, d.c.attempts, d.c.due_at)
-        ).all()
+        rows = conn.execute(_CLAIM, {"ids": list(delivery_ids), "max_attempts": max_attempts, "at_now": now,
+                                     "new_lease": now + send_lease}).all()
     return {
         int(r.id): DeliveryRow(r.id, r.dialog_id, r.manager_id, Channel(r.channel), r.target, r.burst_floor,
                                r.first_message_id, r.last_message_id, r.attempts, r.due_at)
@@ -118,14 +131,8 @@ def mark_sent_many(engine: Engine, sent: Sequence[tuple[int, str | None]], now: 
     """Several deliveries sent (id, the server's reference), in one transaction; each only by its lease holder."""
     if not sent:
         return
-    stmt = (
-        update(d)
-        .where(d.c.id == bindparam("sent_id"), d.c.status == DeliveryStatus.SENDING.value)
-        .values(status=DeliveryStatus.SENT.value, sent_at=now, message_ref=bindparam("sent_ref"), lease_until=None,
-                updated_at=now)
-    )
     with engine.begin() as conn:
-        conn.execute(stmt, [{"sent_id": i, "sent_ref": ref} for i, ref in sent])
+        conn.execute(_SENT, [{"sent_id": i, "sent_ref": ref, "at_now": now} for i, ref in sent])
 
 
 def mark_skipped(engine: Engine, row: DeliveryRow, decision: Decision, now: float) -> None:

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from notifier import host, models
 from notifier.decide import Candidate, Decision, DialogFacts, Messages, Person, resolve_recipients
@@ -40,13 +40,38 @@ class Subscription:
     auth: str
 
 
+# The statements of a snapshot, built once: a chunk's reads run for every check and every delivery group,
+# and building a statement cost more CPU than running it. Lists of ids travel as expanding parameters.
+_d, _a, _u = host.dialogs, host.assistants, host.users
+_t, _rp, _ps, _dl = models.team_members, models.read_pointers, models.push_subscriptions, models.deliveries
+_DIALOGS = (
+    select(
+        _d.c.id, _d.c.user_id, _d.c.handoff_status, _d.c.is_taken_over, _d.c.assigned_manager_id, _d.c.ended_at,
+        _d.c.first_name, _d.c.last_name, _d.c.telegram_username, _a.c.name,
+    )
+    .select_from(_d.outerjoin(_a, _a.c.id == _d.c.assistant_id))
+    .where(_d.c.id.in_(bindparam("ids", expanding=True)))
+)
+_PEOPLE = select(_u.c.id, _u.c.email, _u.c.first_name, _u.c.role, _u.c.status).where(
+    _u.c.id.in_(bindparam("ids", expanding=True)))
+_TEAMS = select(_t.c.owner_id, _t.c.user_id).where(_t.c.owner_id.in_(bindparam("ids", expanding=True)))
+_POINTERS = select(_rp.c.dialog_id, _rp.c.manager_id, _rp.c.message_id).where(
+    _rp.c.dialog_id.in_(bindparam("dialogs", expanding=True)), _rp.c.manager_id.in_(bindparam("managers", expanding=True)))
+_WITH_PUSH = select(_ps.c.manager_id).where(_ps.c.manager_id.in_(bindparam("managers", expanding=True))).distinct()
+_NOTIFIED = (
+    select(_dl.c.dialog_id, _dl.c.manager_id, _dl.c.channel, _dl.c.burst_floor)
+    .where(_dl.c.dialog_id.in_(bindparam("dialogs", expanding=True)),
+           _dl.c.manager_id.in_(bindparam("managers", expanding=True)), _dl.c.burst_floor >= bindparam("floor"))
+    .distinct()
+)
+_SUBSCRIPTIONS = select(_ps.c.id, _ps.c.manager_id, _ps.c.endpoint, _ps.c.p256dh, _ps.c.auth).where(
+    _ps.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def load_people(conn: Connection, ids: set[int]) -> dict[int, Person]:
     if not ids:
         return {}
-    u = host.users
-    rows = conn.execute(
-        select(u.c.id, u.c.email, u.c.first_name, u.c.role, u.c.status).where(u.c.id.in_(sorted(ids)))
-    ).all()
+    rows = conn.execute(_PEOPLE, {"ids": sorted(ids)}).all()
     return {r.id: Person(r.id, (r.email or "").strip() or None, r.first_name, r.role, r.status) for r in rows}
 
 
@@ -55,9 +80,8 @@ def load_team(conn: Connection, owner_id: int) -> frozenset[int]:
 
 
 def _teams(conn: Connection, owner_ids: Collection[int]) -> dict[int, frozenset[int]]:
-    t = models.team_members
     teams: dict[int, set[int]] = defaultdict(set)
-    for owner_id, user_id in conn.execute(select(t.c.owner_id, t.c.user_id).where(t.c.owner_id.in_(list(owner_ids)))):
+    for owner_id, user_id in conn.execute(_TEAMS, {"ids": list(owner_ids)}):
         teams[int(owner_id)].add(int(user_id))
     return {k: frozenset(v) for k, v in teams.items()}
 
@@ -70,15 +94,7 @@ def load_dialogs(conn: Connection, dialog_ids: Collection[int], now: float, push
     """The snapshots of several dialogs (a chunk of checks, or the one dialog of a delivery), each exactly
     what reading it alone would give: one statement per kind of fact for all of them. Dialogs that do not
     exist are left out."""
-    d, a = host.dialogs, host.assistants
-    rows = conn.execute(
-        select(
-            d.c.id, d.c.user_id, d.c.handoff_status, d.c.is_taken_over, d.c.assigned_manager_id, d.c.ended_at,
-            d.c.first_name, d.c.last_name, d.c.telegram_username, a.c.name,
-        )
-        .select_from(d.outerjoin(a, a.c.id == d.c.assistant_id))
-        .where(d.c.id.in_(sorted(set(dialog_ids))))
-    ).all()
+    rows = conn.execute(_DIALOGS, {"ids": sorted(set(dialog_ids))}).all()
     if not rows:
         return {}
     facts = {
@@ -142,17 +158,14 @@ def load_dialogs(conn: Connection, dialog_ids: Collection[int], now: float, push
 def _pointers(conn: Connection, dialog_ids: list[int], ids: list[int]) -> dict[tuple[int, int], int]:
     if not ids:
         return {}
-    rp = models.read_pointers
-    rows = conn.execute(select(rp.c.dialog_id, rp.c.manager_id, rp.c.message_id)
-                        .where(rp.c.dialog_id.in_(dialog_ids), rp.c.manager_id.in_(ids)))
+    rows = conn.execute(_POINTERS, {"dialogs": dialog_ids, "managers": ids})
     return {(int(r.dialog_id), int(r.manager_id)): int(r.message_id) for r in rows}
 
 
 def _with_push(conn: Connection, ids: list[int]) -> frozenset[int]:
     if not ids:
         return frozenset()
-    ps = models.push_subscriptions
-    return frozenset(conn.execute(select(ps.c.manager_id).where(ps.c.manager_id.in_(ids)).distinct()).scalars())
+    return frozenset(conn.execute(_WITH_PUSH, {"managers": ids}).scalars())
 
 
 def _notified(conn: Connection, dialog_ids: list[int], ids: list[int],
@@ -160,12 +173,7 @@ def _notified(conn: Connection, dialog_ids: list[int], ids: list[int],
     """dialog -> manager -> (channel, burst floor) already in the ledger, floors from `floor_at_least` up."""
     if not ids:
         return {}
-    dl = models.deliveries
-    rows = conn.execute(
-        select(dl.c.dialog_id, dl.c.manager_id, dl.c.channel, dl.c.burst_floor)
-        .where(dl.c.dialog_id.in_(dialog_ids), dl.c.manager_id.in_(ids), dl.c.burst_floor >= floor_at_least)
-        .distinct()
-    ).all()
+    rows = conn.execute(_NOTIFIED, {"dialogs": dialog_ids, "managers": ids, "floor": floor_at_least}).all()
     out: dict[int, dict[int, set[tuple[Channel, int]]]] = defaultdict(lambda: defaultdict(set))
     for r in rows:
         out[int(r.dialog_id)][int(r.manager_id)].add((Channel(r.channel), int(r.burst_floor)))
@@ -185,7 +193,5 @@ def load_subscription(conn: Connection, subscription_id: int) -> Subscription | 
 def load_subscriptions(conn: Connection, subscription_ids: Collection[int]) -> dict[int, Subscription]:
     if not subscription_ids:
         return {}
-    ps = models.push_subscriptions
-    rows = conn.execute(select(ps.c.id, ps.c.manager_id, ps.c.endpoint, ps.c.p256dh, ps.c.auth)
-                        .where(ps.c.id.in_(list(subscription_ids))))
+    rows = conn.execute(_SUBSCRIPTIONS, {"ids": list(subscription_ids)})
     return {int(r.id): Subscription(r.id, r.manager_id, r.endpoint, r.p256dh, r.auth) for r in rows}

@@ -5,13 +5,27 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, bindparam, func, select, text
 
 from notifier import host
 from notifier.decide import Messages
 from notifier.snapshot.hosttime import message_time
 
 m = host.dialog_messages
+
+# Built once (see notifier.snapshot.dialog): the dialogs' ids travel as an expanding parameter.
+_LAST_MANAGER = (
+    select(m.c.dialog_id, func.max(m.c.id))
+    .where(m.c.dialog_id.in_(bindparam("dialogs", expanding=True)), m.c.sender == "manager")
+    .group_by(m.c.dialog_id)
+)
+_newest = (
+    select(m.c.dialog_id, func.max(m.c.id).label("id"))
+    .where(m.c.dialog_id.in_(bindparam("dialogs", expanding=True)), m.c.sender == "user")
+    .group_by(m.c.dialog_id)
+    .subquery()
+)
+_NEWEST_VISITOR = select(m.c.dialog_id, m.c.id, m.c.timestamp).join(_newest, m.c.id == _newest.c.id)
 
 
 def last_manager_id(conn: Connection, dialog_id: int) -> int:
@@ -20,23 +34,13 @@ def last_manager_id(conn: Connection, dialog_id: int) -> int:
 
 def last_manager_ids(conn: Connection, dialog_ids: Collection[int]) -> dict[int, int]:
     """dialog -> id of its newest manager message (absent: none)."""
-    rows = conn.execute(
-        select(m.c.dialog_id, func.max(m.c.id))
-        .where(m.c.dialog_id.in_(list(dialog_ids)), m.c.sender == "manager")
-        .group_by(m.c.dialog_id)
-    )
+    rows = conn.execute(_LAST_MANAGER, {"dialogs": list(dialog_ids)})
     return {int(d): int(i) for d, i in rows if i is not None}
 
 
 def newest_visitor(conn: Connection, dialog_ids: Collection[int]) -> dict[int, tuple[int, Any]]:
     """dialog -> (id, timestamp) of its newest visitor message (absent: none)."""
-    newest = (
-        select(m.c.dialog_id, func.max(m.c.id).label("id"))
-        .where(m.c.dialog_id.in_(list(dialog_ids)), m.c.sender == "user")
-        .group_by(m.c.dialog_id)
-        .subquery()
-    )
-    rows = conn.execute(select(m.c.dialog_id, m.c.id, m.c.timestamp).join(newest, m.c.id == newest.c.id))
+    rows = conn.execute(_NEWEST_VISITOR, {"dialogs": list(dialog_ids)})
     return {int(d): (int(i), ts) for d, i, ts in rows}
 
 

@@ -7,10 +7,16 @@ from collections import defaultdict
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from notifier import models
 from notifier.preferences import QuietHours, Stored
+
+_p, _md = models.preferences, models.muted_dialogs
+# Built once (see notifier.snapshot.dialog).
+_PREFERENCES = select(_p).where(_p.c.manager_id.in_(bindparam("managers", expanding=True)))
+_MUTED = select(_md.c.manager_id, _md.c.dialog_id).where(_md.c.manager_id.in_(bindparam("managers", expanding=True)))
+_MUTED_OF = _MUTED.where(_md.c.dialog_id.in_(bindparam("dialogs", expanding=True)))
 
 
 def _quiet(start: str | None, end: str | None) -> QuietHours | None:
@@ -24,13 +30,13 @@ def load_stored(conn: Connection, manager_ids: list[int], dialog_ids: Collection
     those of them that are muted (what decisions about them need)."""
     if not manager_ids:
         return {}
-    p, md = models.preferences, models.muted_dialogs
-    rows: dict[int, Any] = {r.manager_id: r for r in conn.execute(select(p).where(p.c.manager_id.in_(manager_ids)))}
-    muted_query = select(md.c.manager_id, md.c.dialog_id).where(md.c.manager_id.in_(manager_ids))
-    if dialog_ids is not None:
-        muted_query = muted_query.where(md.c.dialog_id.in_(list(dialog_ids)))
+    rows: dict[int, Any] = {r.manager_id: r for r in conn.execute(_PREFERENCES, {"managers": manager_ids})}
+    if dialog_ids is None:
+        muted_rows = conn.execute(_MUTED, {"managers": manager_ids})
+    else:
+        muted_rows = conn.execute(_MUTED_OF, {"managers": manager_ids, "dialogs": list(dialog_ids)})
     muted: dict[int, set[int]] = defaultdict(set)
-    for m in conn.execute(muted_query):
+    for m in muted_rows:
         muted[int(m.manager_id)].add(int(m.dialog_id))
     out: dict[int, Stored] = {}
     for manager_id in manager_ids:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from notifier import models
 from notifier.enums import Channel
@@ -17,15 +17,19 @@ class Route:
     endpoint: str | None  # a push subscription's endpoint; None for email, or when the subscription is gone
 
 
+_d, _ps = models.deliveries, models.push_subscriptions
+_DELIVERIES = select(_d.c.id, _d.c.channel, _d.c.target).where(_d.c.id.in_(bindparam("ids", expanding=True)))
+_ENDPOINTS = select(_ps.c.id, _ps.c.endpoint).where(_ps.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def load_routes(conn: Connection, delivery_ids: Iterable[int]) -> dict[int, Route]:
     """Two indexed reads for a whole batch: the deliveries' channel and target, then the targets' endpoints.
     Ids with no delivery row are left out (the delivery itself will say it is not claimable)."""
-    d, ps = models.deliveries, models.push_subscriptions
-    rows = conn.execute(select(d.c.id, d.c.channel, d.c.target).where(d.c.id.in_(list(delivery_ids)))).all()
+    rows = conn.execute(_DELIVERIES, {"ids": list(delivery_ids)}).all()
     wanted = {int(t) for _, channel, t in rows if channel == Channel.WEBPUSH.value and str(t).isdigit()}
     endpoints: dict[int, str] = {}
     if wanted:
-        endpoints = {int(i): str(e) for i, e in conn.execute(select(ps.c.id, ps.c.endpoint).where(ps.c.id.in_(wanted)))}
+        endpoints = {int(i): str(e) for i, e in conn.execute(_ENDPOINTS, {"ids": sorted(wanted)})}
     routes = {}
     for delivery_id, channel, target in rows:
         endpoint = endpoints.get(int(target)) if str(target).isdigit() else None
