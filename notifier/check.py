@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from notifier import ledger, metrics, snapshot
@@ -116,14 +116,23 @@ def _decide(gathered: Gathered) -> _Decided:
     return _Decided(outcome.decisions, outcome.recheck_at, gathered[1].messages.last_visitor_id)
 
 
-def _write(conn: snapshot.Connection, dialog_id: int, decided: _Decided, now: float) -> tuple[int, ...]:
-    """Record a check's decisions and create its deliveries; the ids of those this call created."""
+def _pushed_managers(decided: _Decided) -> set[int]:
+    return {x.manager_id for x in decided.decisions
+            if x.action is Action.NOTIFY and x.manager_id is not None and x.channel is Channel.WEBPUSH}
+
+
+def _write(conn: snapshot.Connection, dialog_id: int, decided: _Decided, now: float,
+           push_targets: Mapping[int, list[str]] | None = None) -> tuple[int, ...]:
+    """Record a check's decisions and create its deliveries; the ids of those this call created.
+    `push_targets`: the push subscriptions of the managers it notifies by push, read with its chunk."""
     created: list[int] = []
+    if push_targets is None:
+        push_targets = snapshot.push_targets_many(conn, _pushed_managers(decided))
     ledger.record_decisions(conn, dialog_id, decided.decisions, now)
     for x in decided.decisions:
         if x.action is not Action.NOTIFY or x.manager_id is None:
             continue
-        targets = snapshot.push_targets(conn, x.manager_id) if x.channel is Channel.WEBPUSH else [""]
+        targets = push_targets.get(x.manager_id, []) if x.channel is Channel.WEBPUSH else [""]
         created.extend(ledger.claim_new(conn, dialog_id, x, targets, now))
     if decided.recheck_at is None and decided.newest:
         ledger.mark_covered(conn, dialog_id, decided.newest, now)
@@ -180,16 +189,20 @@ def run_checks(
         log.warning("check chunk of %d read alone error=%s", len(dialog_ids), describe(exc))
         facts = {}
     decided, failed, written = _decide_and_write(rt, dialog_ids, facts, started)
+    finished: dict[int, CheckResult] = {}
+    for dialog_id, created in written.items():
+        finished[dialog_id] = _done(dialog_id, decided[dialog_id], created)
+        for delivery_id in finished[dialog_id].delivery_ids:
+            enqueue(delivery_id)
+    # The releases come last, as for one check: all of the chunk's in one round trip.
+    rt.store.finish_many([(d, result.recheck_at) for d, result in finished.items()])
     for dialog_id in dialog_ids:
         result: CheckResult | None = None
         try:
             if dialog_id in failed:
                 raise failed[dialog_id]
-            if dialog_id in written:
-                result = _done(dialog_id, decided[dialog_id], written[dialog_id])
-                for delivery_id in result.delivery_ids:
-                    enqueue(delivery_id)
-                rt.store.finish(dialog_id, result.recheck_at)  # the release comes last, as for one check
+            if dialog_id in finished:
+                result = finished[dialog_id]
             else:
                 result = check_and_enqueue(rt, dialog_id, enqueue, started, facts.get(dialog_id, _UNREAD))
         except Exception as exc:
@@ -220,7 +233,8 @@ def _decide_and_write(
         return decided, failed, {}
     try:
         with rt.engine.begin() as conn:
-            written = {d: _write(conn, d, x, now) for d, x in decided.items()}
+            targets = snapshot.push_targets_many(conn, set().union(*map(_pushed_managers, decided.values())))
+            written = {d: _write(conn, d, x, now, targets) for d, x in decided.items()}
     except Exception as exc:
         if is_outage(exc):
             raise

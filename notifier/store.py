@@ -306,10 +306,20 @@ class Store:
         pipe.execute()
 
     def finish(self, dialog_id: int, recheck_at: float | None) -> None:
-        bucket, slot = seen_key(dialog_id)
-        args: list[str | float] = [dialog_id, "" if recheck_at is None else repr(recheck_at), slot]
-        keys = [PENDING, INFLIGHT, bucket, SEEN_LONG, LEGACY_SEEN, LEGACY_LATEST, RUNNING, FAILURES, PARKED]
-        self._finish(keys=keys, args=args)
+        self.finish_many([(dialog_id, recheck_at)])
+
+    def finish_many(self, checks: list[tuple[int, float | None]]) -> None:
+        """`finish` for each (dialog, recheck_at) of a chunk of checks, in one round trip (each script runs
+        on its own, as when called alone)."""
+        if not checks:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for dialog_id, recheck_at in checks:
+            bucket, slot = seen_key(dialog_id)
+            args: list[str | float] = [dialog_id, "" if recheck_at is None else repr(recheck_at), slot]
+            keys = [PENDING, INFLIGHT, bucket, SEEN_LONG, LEGACY_SEEN, LEGACY_LATEST, RUNNING, FAILURES, PARKED]
+            self._finish(keys=keys, args=args, client=pipe)
+        pipe.execute()
 
     def check_failed(
         self, dialog_id: int, now: float, base_delay: float, max_delay: float, max_attempts: int, error: str

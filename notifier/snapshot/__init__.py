@@ -2,7 +2,8 @@
 
 Public: `DialogSnapshot`, `Subscription`, `load_dialog`, `load_dialogs`, `load_people`, `load_team`,
 `load_subscription`, `load_subscriptions`,
-`push_targets`, `load_shown`, `load_shown_many`, `load_stored`, `message_time`; for operations `ScannedMessage`, `first_id_since`,
+`push_targets`, `push_targets_many`, `load_shown`, `load_shown_many`, `load_stored`, `message_time`;
+for operations `ScannedMessage`, `first_id_since`,
 `scan_visitor_messages`, `host_tables_missing`, `recent_decisions`, `delivery_counts`, `failed_deliveries`,
 `dialog_history`; for the host's side `DialogAccess`, `visible_dialog`, `load_viewer`, `MissedDialog`,
 `load_missed`, `MISSED_LIMIT`; for sending `Route`, `load_routes`.
@@ -22,6 +23,7 @@ from notifier.snapshot.dialog import (
     load_subscriptions,
     load_team,
     push_targets,
+    push_targets_many,
 )
 from notifier.snapshot.hosttime import message_time
 from notifier.snapshot.messages import load_shown, load_shown_many
@@ -68,6 +70,7 @@ __all__ = [
     "load_viewer",
     "message_time",
     "push_targets",
+    "push_targets_many",
     "recent_decisions",
     "scan_visitor_messages",
     "visible_dialog",

@@ -64,6 +64,8 @@ _NOTIFIED = (
            _dl.c.manager_id.in_(bindparam("managers", expanding=True)), _dl.c.burst_floor >= bindparam("floor"))
     .distinct()
 )
+_TARGETS = select(_ps.c.id, _ps.c.manager_id).where(
+    _ps.c.manager_id.in_(bindparam("managers", expanding=True))).order_by(_ps.c.id)
 _SUBSCRIPTIONS = select(_ps.c.id, _ps.c.manager_id, _ps.c.endpoint, _ps.c.p256dh, _ps.c.auth).where(
     _ps.c.id.in_(bindparam("ids", expanding=True)))
 
@@ -182,8 +184,17 @@ def _notified(conn: Connection, dialog_ids: list[int], ids: list[int],
 
 def push_targets(conn: Connection, manager_id: int) -> list[str]:
     """The manager's push subscriptions, as delivery targets (one delivery per browser)."""
-    ps = models.push_subscriptions
-    return [str(i) for i in conn.execute(select(ps.c.id).where(ps.c.manager_id == manager_id).order_by(ps.c.id)).scalars()]
+    return push_targets_many(conn, {manager_id}).get(manager_id, [])
+
+
+def push_targets_many(conn: Connection, manager_ids: Collection[int]) -> dict[int, list[str]]:
+    """manager -> push subscriptions as delivery targets, oldest first (absent: none)."""
+    if not manager_ids:
+        return {}
+    out: dict[int, list[str]] = defaultdict(list)
+    for subscription_id, manager_id in conn.execute(_TARGETS, {"managers": sorted(manager_ids)}):
+        out[int(manager_id)].append(str(subscription_id))
+    return dict(out)
 
 
 def load_subscription(conn: Connection, subscription_id: int) -> Subscription | None:
