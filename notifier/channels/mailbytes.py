@@ -16,7 +16,7 @@ Public: `compose`, `new_boundary`.
 
 from __future__ import annotations
 
-import binascii
+import base64
 import secrets
 from email import quoprimime
 from email.headerregistry import Address
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 _CRLF = "\r\n"
 _MAX_LINE = 78  # the policy's max_line_length: what fits is written as one line
-_BASE64_CHUNK = _MAX_LINE // 4 * 3  # 57 bytes -> a 76-character line, as the email package cuts them
 # Headers HEADER_POLICY treats as unstructured text (its registry's default class): ours fold them directly.
 _UNSTRUCTURED = frozenset({"Subject", "List-Unsubscribe"})
 
@@ -98,9 +97,8 @@ def _part(subtype: str, body: str) -> str:
     lines = body.encode("utf-8").splitlines()
     cte = _transfer_encoding(body)
     if cte == "base64":
-        data = b"\r\n".join(lines) + b"\r\n"
-        encoded = "".join(binascii.b2a_base64(data[i : i + _BASE64_CHUNK]).decode("ascii")
-                          for i in range(0, len(data), _BASE64_CHUNK))
+        # 57 bytes (76 characters) per line, as the email package cuts them: what encodebytes does.
+        encoded = base64.encodebytes(b"\r\n".join(lines) + b"\r\n").decode("ascii")
     else:
         encoded = quoprimime.body_encode((b"\n".join(lines) + b"\n").decode("latin-1"), _MAX_LINE)
     encoded = encoded.replace("\n", _CRLF)

@@ -256,6 +256,7 @@ def _header_registry() -> HeaderRegistry:
 HEADER_POLICY = HeaderPolicy(linesep="\r\n", cte_type="7bit", header_factory=_header_registry())
 
 
+@lru_cache(maxsize=1024)  # asked for twice per mail (the To header, RCPT TO); managers recur
 def recipient_address(target: EmailTarget) -> Address:
     """The target's mailbox, parsed; InvalidInput for anything we cannot put in To and RCPT TO as is."""
     if _CONTROL.search(target.address):
