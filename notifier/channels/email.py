@@ -123,7 +123,7 @@ class SmtpSender:
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             self._reset()
             raise TransientError(f"smtp unavailable: {type(exc).__name__}") from None
-        log.info("email accepted by smtp host=%s", self.settings.smtp_host)
+        log.debug("email accepted by smtp host=%s", self.settings.smtp_host)
         return DeliveryResult(ref=target.message_id)
 
     def _reset(self) -> None:

@@ -185,7 +185,7 @@ class WebPushSender:
             logger.warning("push to %s failed: %s", origin, type(exc).__name__)
             raise TransientError(f"push service {origin} unreachable: {type(exc).__name__}") from None
         if status in (200, 201, 202):
-            logger.info("push to %s for subscription %d accepted (%d)", origin, target.subscription_id, status)
+            logger.debug("push to %s for subscription %d accepted (%d)", origin, target.subscription_id, status)
             return DeliveryResult(ref=location, detail=f"push service answered {status}")
         self._refused(origin, target.subscription_id, status, text, retry_after)
 
