@@ -190,6 +190,18 @@ def schedule_due(redis_url: str, pairs: list[tuple[int, int]], seen_at: float, g
     return seen_at + grace
 
 
+def worker_settings(values: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """`--set NAME=VALUE` arguments: settings for the workers beyond the benchmark's own (for instance
+    NOTIFIER_MAX_IN_FLIGHT_PER_HOST=32). Only NOTIFIER_* names; SystemExit with the reason otherwise."""
+    out: list[tuple[str, str]] = []
+    for item in values or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("NOTIFIER_") or not name[len("NOTIFIER_"):].replace("_", "").isalnum():
+            raise SystemExit(f"--set takes NOTIFIER_NAME=VALUE, got {item!r}")
+        out.append((name, value))
+    return tuple(out)
+
+
 def fleet_env(db_url: str, redis_url: str, sinks: Sinks, folder: Path, **overrides: str) -> dict[str, str]:
     """The workers' settings: the tests' environment with the product's own leases and retry timings (no
     test shortcuts), push on (VAPID key, the sink's host allowed), the sink's certificate trusted."""

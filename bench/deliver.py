@@ -63,6 +63,7 @@ class Options:
     capacity_concurrency: int
     timeout: float
     loglevel: str
+    settings: tuple[tuple[str, str], ...] = ()  # --set: extra NOTIFIER_* for the workers
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def run_size(n: int, sinks: _fleet.Sinks, opts: Options, folder: Path) -> SizeRe
         pairs = seed(db_url, n, sinks.push_origin)
         seed_seconds = time.perf_counter() - t0
         env = _fleet.fleet_env(db_url, redis_url, sinks, folder, NOTIFIER_GRACE_SECONDS=str(GRACE),
-                               NOTIFIER_EMAIL_AFTER_SECONDS=str(GRACE))
+                               NOTIFIER_EMAIL_AFTER_SECONDS=str(GRACE), **dict(opts.settings))
         fleet = _fleet.start_fleet(folder, env, opts.loglevel)
         try:
             sinks.reset()
@@ -230,7 +231,9 @@ def _met(ok: bool) -> str:
 
 def report_baselines(b: Baselines, opts: Options) -> list[str]:
     lines = [f"sinks: SMTP delays each reply after the greeting {opts.smtp_delay * 1000:.0f} ms, push each answer "
-             f"{opts.push_delay * 1000:.0f} ms; each in its own process", ""]
+             f"{opts.push_delay * 1000:.0f} ms; each in its own process",
+             "workers' settings beyond the defaults: "
+             + (", ".join(f"{k}={v}" for k, v in opts.settings) or "none (grace and email delay aside)"), ""]
     for r in (b.smtp_capacity, b.push_capacity, b.naive_smtp, b.naive_push):
         lines.append(f"  {r.what:<56} {r.per_s:>8.1f} /s  ({r.count} in {r.seconds:.2f} s, {r.failures} failures)")
     return lines
@@ -276,10 +279,12 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--capacity-concurrency", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up waiting for a size after this")
     parser.add_argument("--loglevel", default="info", help="the workers' log level (default info, as in production)")
+    parser.add_argument("--set", action="append", metavar="NOTIFIER_NAME=VALUE",
+                        help="a setting for the workers (repeatable), e.g. NOTIFIER_MAX_IN_FLIGHT_PER_HOST=32")
     a = parser.parse_args(argv)
     sizes = (1_000,) if a.quick else tuple(a.n or SIZES)
     return Options(sizes, a.smtp_delay, a.push_delay, a.db, a.naive_n, a.capacity_seconds, a.capacity_concurrency,
-                   a.timeout, a.loglevel)
+                   a.timeout, a.loglevel, _fleet.worker_settings(a.set))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,7 @@ class Options:
     drain: float
     seed: int
     loglevel: str
+    settings: tuple[tuple[str, str], ...] = ()  # --set: extra NOTIFIER_* for the workers
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,8 @@ def report(opts: Options, layout: str, tick: str, base: Spread, produced: Produc
         f"load: {produced.messages:,} visitor messages into {opts.dialogs:,} dialogs at {opts.rate:g}/s "
         f"(achieved {produced.messages / produced.seconds:.1f}/s over {produced.seconds:.1f} s, at worst "
         f"{produced.worst_behind * 1000:.0f} ms behind schedule); grace {opts.grace:g} s; drained in {drained:.1f} s",
-        f"workers: {layout}; dispatch tick {tick} s",
+        f"workers: {layout}; dispatch tick {tick} s; settings beyond the defaults: "
+        + (", ".join(f"{k}={v}" for k, v in opts.settings) or "none (grace and email delay aside)"),
         f"sinks: SMTP {opts.smtp_delay * 1000:.0f} ms per reply after the greeting, push {opts.push_delay * 1000:.0f} ms "
         "per answer; each in its own process",
         f"sent (ledger): push {late.ledger_sent['webpush']:,}, email {late.ledger_sent['email']:,}; unmatched: "
@@ -270,8 +272,11 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--drain", type=float, default=300.0, help="longest wait for the backlog after the load")
     parser.add_argument("--seed", type=int, default=10)
     parser.add_argument("--loglevel", default="info")
+    parser.add_argument("--set", action="append", metavar="NOTIFIER_NAME=VALUE",
+                        help="a setting for the workers (repeatable), e.g. NOTIFIER_MAX_IN_FLIGHT_PER_HOST=32")
     a = parser.parse_args(argv)
-    return Options(a.rate, a.dialogs, a.seconds, a.grace, a.smtp_delay, a.push_delay, a.db, a.drain, a.seed, a.loglevel)
+    return Options(a.rate, a.dialogs, a.seconds, a.grace, a.smtp_delay, a.push_delay, a.db, a.drain, a.seed, a.loglevel,
+                   _fleet.worker_settings(a.set))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             engine.dispose()
             base = celery_round_trip(folder, redis_url)
             env = _fleet.fleet_env(db_url, redis_url, sinks, folder, NOTIFIER_GRACE_SECONDS=str(opts.grace),
-                                   NOTIFIER_EMAIL_AFTER_SECONDS=str(opts.grace))
+                                   NOTIFIER_EMAIL_AFTER_SECONDS=str(opts.grace), **dict(opts.settings))
             set_settings(load_settings(env))  # this process is the host: schedule_fallback reads these
             reset_clients()
             tick = str(get_settings().dispatch_interval_seconds)

@@ -269,7 +269,7 @@ def test_outcomes_match_the_ledger(run: Run) -> None:
 
 def test_json_log_lines(run: Run) -> None:
     lines = [line for line in run.log.splitlines() if line.strip()]
-    assert len(lines) > 20
+    assert len(lines) > 15  # start-up, decisions and deliveries (the channels log their sends at DEBUG)
     parsed = []
     for line in lines:
         obj = json.loads(line)  # every line of the worker's output is one JSON object
