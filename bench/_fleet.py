@@ -263,6 +263,60 @@ def start_fleet(folder: Path, env: dict[str, str], loglevel: str = "info") -> Fl
     return fleet
 
 
+def _cpu_of(pid: int) -> float | None:
+    """CPU seconds (user + system) a live process has used; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _backends(db_url: str) -> list[int]:
+    """The server processes of PostgreSQL serving `db_url`'s database (none for SQLite)."""
+    if not db_url.startswith("postgresql"):
+        return []
+    admin = create_engine(engine_for(db_url).url.set(database="postgres"))
+    try:
+        with admin.connect() as conn:
+            rows = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"),
+                                {"db": db_url.rsplit("/", 1)[1]}).scalars()
+            return [int(pid) for pid in rows]
+    finally:
+        admin.dispose()
+
+
+@dataclass
+class CpuMeter:
+    """CPU used by each part of a run (the worker processes with their pool children, each sink, the
+    database's server processes), read from /proc between `start` and `stop`. A process that appears
+    meanwhile (a new database connection) counts from zero; one that ends meanwhile is not counted."""
+
+    fleet: Fleet
+    sinks: Sinks
+    db_url: str
+    _start: dict[int, float] = field(default_factory=dict)
+    _at: float = 0.0
+
+    def _groups(self) -> dict[str, list[int]]:
+        groups = {p.name: [p.pid, *p.children()] for p in self.fleet.procs if p.alive()}
+        groups["SMTP sink"] = [self.sinks.smtp.pid]
+        groups["push sink"] = [self.sinks.push.pid]
+        groups["PostgreSQL"] = _backends(self.db_url)
+        return groups
+
+    def start(self) -> None:
+        self._at = time.monotonic()
+        self._start = {pid: cpu for pids in self._groups().values() for pid in pids if (cpu := _cpu_of(pid)) is not None}
+
+    def stop(self) -> tuple[float, dict[str, float]]:
+        """(seconds since start, CPU seconds per part)."""
+        used: dict[str, float] = {}
+        for name, pids in self._groups().items():
+            used[name] = sum(max(0.0, cpu - self._start.get(pid, 0.0)) for pid in pids if (cpu := _cpu_of(pid)) is not None)
+        return time.monotonic() - self._at, used
+
+
 @contextlib.contextmanager
 def private_redis(folder: Path) -> Iterator[str]:
     server = RedisServer(folder / "redis").start()

@@ -21,7 +21,9 @@ Same run, same sinks, before the workers start:
             another (a sample of --naive-n each: a sequential rate does not depend on how many).
 
 Figures: mails/s and pushes/s from the first deadline to the last arrival at the sink (the target's figure)
-and in steady state (between the 10th and the 90th percentile arrival). Afterwards every recipient is counted
+and in steady state (between the 10th and the 90th percentile arrival). Also the CPU each part used in that
+window, read from /proc (each worker with its pool processes, PostgreSQL's server processes for the run's
+database, each sink), as a share of one core and in ms per delivery: what limits the figures. Afterwards every recipient is counted
 in the sinks' dumps: exactly one mail and one push each.
 
 Targets: >= 10x naive for mail and for push, >= 200 mails/s and >= 300 pushes/s. A miss is reported
@@ -109,6 +111,8 @@ class SizeResult:
     mail_exact: Exactly
     push_exact: Exactly
     ledger: dict[str, int] = field(default_factory=dict)
+    window: float = 0.0  # seconds from the deadline to the last arrival (or giving up)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per part in that window
 
 
 # ------------------------------------------------------------------------------------------------- phases
@@ -205,8 +209,11 @@ def run_size(n: int, sinks: _fleet.Sinks, opts: Options, folder: Path) -> SizeRe
         fleet = _fleet.start_fleet(folder, env, opts.loglevel)
         try:
             sinks.reset()
+            meter = _fleet.CpuMeter(fleet, sinks, db_url)
+            meter.start()
             deadline = _fleet.schedule_due(redis_url, pairs, time.time() - GRACE, GRACE)
             complete = wait_for_sinks(sinks, fleet, n, opts.timeout)
+            window, cpu = meter.stop()
             mails = sinks.smtp.command("dump")["messages"]
             pushes = sinks.push.command("dump")["pushes"]
         finally:
@@ -218,7 +225,7 @@ def run_size(n: int, sinks: _fleet.Sinks, opts: Options, folder: Path) -> SizeRe
         mail=flow([m["at"] for m in mails], deadline), push=flow([p["at"] for p in pushes], deadline),
         mail_exact=exactly_once(mail_to, n),
         push_exact=exactly_once([_fleet.recipient_of_push(p["name"]) for p in pushes], n),
-        ledger=ledger,
+        ledger=ledger, window=window, cpu=cpu,
     )
 
 
@@ -261,6 +268,12 @@ def report_size(r: SizeResult, b: Baselines) -> list[str]:
             f"{ex.strangers} strangers -> {'OK' if ex.ok else 'FAILED'}",
         ]
     lines.append("  ledger: " + ", ".join(f"{k} {v:,}" for k, v in sorted(r.ledger.items())))
+    # What the two cores did meanwhile: where the CPU went, per delivery (a mail and a push per dialog).
+    total = sum(r.cpu.values())
+    lines.append(f"  CPU from the deadline to the last arrival ({r.window:.1f} s; {total / r.window * 100:.0f} % of one core "
+                 f"in all): ms per delivery")
+    lines.append("    " + ", ".join(f"{name} {seconds / r.window * 100:.0f} % ({seconds * 1000 / (2 * r.n):.2f})"
+                                    for name, seconds in sorted(r.cpu.items(), key=lambda kv: -kv[1])))
     return lines
 
 
