@@ -9,7 +9,7 @@ from sqlalchemy import Connection, case
 
 from notifier import models
 from notifier.decide import Decision
-from notifier.ledger._upsert import upsert_fixed
+from notifier.ledger._upsert import upsert
 
 
 def record_decisions(conn: Connection, dialog_id: int, decisions: Sequence[Decision], now: float) -> None:
@@ -37,8 +37,8 @@ def record_decisions(conn: Connection, dialog_id: int, decisions: Sequence[Decis
 def mark_covered(conn: Connection, dialog_id: int, message_id: int, now: float) -> None:
     """Every visitor message up to `message_id` has had its final decisions: the reconciler may skip them."""
     t = models.dialog_checks
-    upsert_fixed(conn, t, {"dialog_id": dialog_id, "covered_up_to": message_id, "checked_at": now}, [t.c.dialog_id],
-                 update=_forward_only)
+    upsert(conn, t, {"dialog_id": dialog_id, "covered_up_to": message_id, "checked_at": now}, [t.c.dialog_id],
+           update=_forward_only, reuse=True)
 
 
 def _forward_only(new: Any) -> dict[str, object]:

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select,
 from notifier import metrics, models
 from notifier.decide import Decision
 from notifier.enums import Channel, DeliveryStatus, FailReason
-from notifier.ledger._upsert import upsert_fixed
+from notifier.ledger._upsert import upsert
 from notifier.ledger.decisions import record_decisions
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def claim_new(conn: Connection, dialog_id: int, decision: Decision, targets: Seq
             "created_at": now,
             "updated_at": now,
         }
-        created.extend(upsert_fixed(conn, d, values, _KEY, returning=d.c.id).scalars())
+        created.extend(upsert(conn, d, values, _KEY, returning=d.c.id, reuse=True).scalars())
     return created
 
 
