@@ -23,8 +23,8 @@ Same run, same sinks, before the workers start:
 Figures: mails/s and pushes/s from the first deadline to the last arrival at the sink (the target's figure)
 and in steady state (between the 10th and the 90th percentile arrival). Also the CPU each part used in that
 window, read from /proc (each worker with its pool processes, PostgreSQL's server processes for the run's
-database, each sink), as a share of one core and in ms per delivery: what limits the figures. Afterwards every recipient is counted
-in the sinks' dumps: exactly one mail and one push each.
+database, each sink), as a share of one core and in ms per delivery: what limits the figures. Afterwards
+every recipient is counted in the sinks' dumps: exactly one mail and one push each.
 
 Targets: >= 10x naive for mail and for push, >= 200 mails/s and >= 300 pushes/s. A miss is reported
 ("MISSED"), not asserted: exit status 0 either way.
