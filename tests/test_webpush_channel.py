@@ -504,11 +504,15 @@ def test_injected_session_is_used_and_left_open(service: PushService, vapid: tup
     with ClosingSession() as session:
         session.mount("https://", adapter)
         session.mount("http://", adapter)
+        session.headers["User-Agent"] = "replyx-notifier-test"
+        session.headers["ttl"] = "1"  # ours win, whatever the case of the session's names
         sender = WebPushSender(push_settings(vapid[0]), session)
         sender.send(target(service.new_subscription("alice")), Push(1))
         sender.close()
         assert (adapter.sends, session.closes) == (1, 0)
-    assert len(service.received) == 1
+    [push] = service.received
+    assert push.headers["user-agent"] == "replyx-notifier-test"  # the session's headers go along, as with post()
+    assert push.headers["ttl"] == str(push_settings(vapid[0]).push_ttl_seconds)
 
 
 # --- the push service itself: it must refuse what real ones refuse, or "zero rejections" proves nothing ----
@@ -581,3 +585,10 @@ def test_netrc_does_not_replace_the_vapid_header(service: PushService, vapid: tu
     finally:
         sender.close()
     assert service.rejections == [] and len(service.received) == 1
+
+
+def test_requests_carry_the_usual_headers(service: PushService, sender: WebPushSender) -> None:
+    """Sent through the adapter, a push still carries what a requests session sends (a User-Agent, Accept)."""
+    sender.send(target(service.new_subscription("alice")), Push(1))
+    [push] = service.received
+    assert push.headers["user-agent"].startswith("python-requests/") and push.headers["accept"] == "*/*"

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from pywebpush import WebPusher
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
 from notifier.channels.base import DeliveryResult, PushTarget
 from notifier.config import Settings
@@ -148,8 +149,10 @@ class WebPushSender:
         top is nothing a push needs and cost half of the CPU of a push: cookies, hooks, redirects (a push
         service never redirects; we would not follow), the environment read again on every request, and
         ~/.netrc, whose Basic credentials would replace the VAPID Authorization header."""
+        merged = CaseInsensitiveDict(self._session.headers)  # the session's own (User-Agent, Accept...), as before
+        merged.update(headers)
         prepared = requests.PreparedRequest()
-        prepared.prepare(method="POST", url=url, headers=headers, data=body)
+        prepared.prepare(method="POST", url=url, headers=merged, data=body)
         adapter = self._session.get_adapter(url)
         return adapter.send(prepared, stream=False, timeout=self._timeout, **self._environment(origin))
 
