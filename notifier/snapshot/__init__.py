@@ -2,7 +2,7 @@
 
 Public: `DialogSnapshot`, `Subscription`, `load_dialog`, `load_dialogs`, `load_people`, `load_team`,
 `load_subscription`, `load_subscriptions`,
-`push_targets`, `push_targets_many`, `load_shown`, `load_shown_many`, `load_stored`, `message_time`;
+`push_targets_many`, `load_shown_many`, `load_stored`, `message_time`;
 for operations `ScannedMessage`, `first_id_since`,
 `scan_visitor_messages`, `host_tables_missing`, `recent_decisions`, `delivery_counts`, `failed_deliveries`,
 `dialog_history`; for the host's side `DialogAccess`, `visible_dialog`, `load_viewer`, `MissedDialog`,
@@ -22,11 +22,10 @@ from notifier.snapshot.dialog import (
     load_subscription,
     load_subscriptions,
     load_team,
-    push_targets,
     push_targets_many,
 )
 from notifier.snapshot.hosttime import message_time
-from notifier.snapshot.messages import load_shown, load_shown_many
+from notifier.snapshot.messages import load_shown_many
 from notifier.snapshot.missed import MISSED_LIMIT, MissedDialog, load_missed
 from notifier.snapshot.ops import (
     ScannedMessage,
@@ -61,7 +60,6 @@ __all__ = [
     "load_missed",
     "load_people",
     "load_pushed",
-    "load_shown",
     "load_shown_many",
     "load_stored",
     "load_subscription",
@@ -69,7 +67,6 @@ __all__ = [
     "load_team",
     "load_viewer",
     "message_time",
-    "push_targets",
     "push_targets_many",
     "recent_decisions",
     "scan_visitor_messages",

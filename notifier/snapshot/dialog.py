@@ -134,7 +134,7 @@ def load_dialogs(conn: Connection, dialog_ids: Collection[int], now: float, push
         dialog_id = int(row.id)
         ids = ids_of[dialog_id]
         mine = mine_of[dialog_id]
-        messages, last_visitor_at = unread_messages(dialog_id, managers.get(dialog_id, 0), newest.get(dialog_id),
+        messages, last_visitor_at = unread_messages(managers.get(dialog_id, 0), newest.get(dialog_id),
                                                     counts.get(dialog_id, {}), now)
         name = " ".join(p for p in (row.first_name, row.last_name) if p) or (
             f"@{row.telegram_username}" if row.telegram_username else None
@@ -182,13 +182,9 @@ def _notified(conn: Connection, dialog_ids: list[int], ids: list[int],
     return out
 
 
-def push_targets(conn: Connection, manager_id: int) -> list[str]:
-    """The manager's push subscriptions, as delivery targets (one delivery per browser)."""
-    return push_targets_many(conn, {manager_id}).get(manager_id, [])
-
-
 def push_targets_many(conn: Connection, manager_ids: Collection[int]) -> dict[int, list[str]]:
-    """manager -> push subscriptions as delivery targets, oldest first (absent: none)."""
+    """manager -> push subscriptions as delivery targets (one delivery per browser), oldest first (absent:
+    none)."""
     if not manager_ids:
         return {}
     out: dict[int, list[str]] = defaultdict(list)

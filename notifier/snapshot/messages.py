@@ -95,18 +95,13 @@ def unread_counts(conn: Connection, thresholds: Mapping[int, Collection[int]]) -
     return out
 
 
-def unread_messages(dialog_id: int, manager: int, newest: tuple[int, Any] | None, counts: Mapping[int, tuple[int, int]],
+def unread_messages(manager: int, newest: tuple[int, Any] | None, counts: Mapping[int, tuple[int, int]],
                     now: float) -> tuple[Messages, float | None]:
     """The decision's view of a dialog's visitor messages, from `unread_counts` for it (thresholds: the last
     manager message and every candidate's read pointer), and when the newest of them was written."""
     if newest is None:
         return Messages(manager, 0, {}), None
     return Messages(manager, newest[0], dict(counts)), message_time(newest[1], now)
-
-
-def load_shown(conn: Connection, dialog_id: int, floor: int, limit: int) -> tuple[tuple[int, str], ...]:
-    """The newest `limit` visitor messages above `floor`, with their text, oldest first."""
-    return load_shown_many(conn, [(dialog_id, floor)], limit)[(dialog_id, floor)]
 
 
 def load_shown_many(conn: Connection, wanted: Collection[tuple[int, int]],
