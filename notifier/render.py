@@ -236,7 +236,7 @@ def truncate(text: str, limit: int) -> str:
     return text[:cut].rstrip() + ELLIPSIS
 
 
-@lru_cache(maxsize=4096)  # the same dialog, settings and unsubscribe links recur notification after notification
+@lru_cache(maxsize=4096)  # the same dialog and settings links recur notification after notification
 def safe_url(url: str) -> str:
     """Only absolute http(s) URLs may reach an href or a push click; anything else becomes "#"."""
     url = url.strip()

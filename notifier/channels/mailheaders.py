@@ -256,13 +256,17 @@ def _header_registry() -> HeaderRegistry:
 HEADER_POLICY = HeaderPolicy(linesep="\r\n", cte_type="7bit", header_factory=_header_registry())
 
 
-@lru_cache(maxsize=1024)  # asked for twice per mail (the To header, RCPT TO); managers recur
 def recipient_address(target: EmailTarget) -> Address:
     """The target's mailbox, parsed; InvalidInput for anything we cannot put in To and RCPT TO as is."""
-    if _CONTROL.search(target.address):
+    return _mailbox(target.address, target.name or "")
+
+
+@lru_cache(maxsize=1024)  # asked for twice per mail (the To header, RCPT TO), and managers recur
+def _mailbox(addr: str, name: str) -> Address:
+    if _CONTROL.search(addr):
         raise InvalidInput("recipient address is malformed")
     try:
-        address = Address(display_name=clean(target.name or ""), addr_spec=target.address.strip())
+        address = Address(display_name=clean(name), addr_spec=addr.strip())
     except (ValueError, IndexError, MessageError):
         raise InvalidInput("recipient address is malformed") from None
     if not address.username or not address.domain:
