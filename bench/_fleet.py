@@ -274,12 +274,14 @@ def _cpu_of(pid: int) -> float | None:
 
 def _backends(db_url: str) -> list[int]:
     """The server processes of PostgreSQL serving `db_url`'s database (none for SQLite)."""
+    from notifier.db import normalize_url
+
     if not db_url.startswith("postgresql"):
         return []
-    admin = create_engine(engine_for(db_url).url.set(database="postgres"))
+    admin = create_engine(normalize_url(PG_ADMIN_URL))  # the server fresh_database made the database on
     try:
         with admin.connect() as conn:
-            rows = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"),
+            rows = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :db"),
                                 {"db": db_url.rsplit("/", 1)[1]}).scalars()
             return [int(pid) for pid in rows]
     finally:
