@@ -9,9 +9,13 @@ server fills its own lane and nobody else's.
 A lane takes its deliveries in small groups. A group is claimed, read and decided again together
 (`notifier.deliver.run_deliveries`: one statement per kind of fact for the whole group), then all of its
 sends start at once on the lane's send threads, right after the decision, and each is recorded as it
-was alone. A lane never has more than NOTIFIER_MAX_IN_FLIGHT_PER_HOST sends in flight: its groups are
-that many deliveries in all (`Lane.group_size` x `Lane.groups`), and a send never waits for a thread
-after its decision was made.
+was alone. A lane never has more than NOTIFIER_MAX_IN_FLIGHT_PER_HOST deliveries between claim and the
+end of their send: each holds one of that many permits, taken with its group before the claim and given
+back as its own send ends, so a send never waits for a thread after its decision was made, and the next
+group is read while the last one is still being recorded. Deliveries queue in their lane (up to
+LANE_BACKLOG, their enqueue leases kept alive meanwhile) and groups fill up across batches, so a batch
+hands its deliveries over and the worker takes the next one: a slow server's backlog grows in its own
+lane while every other lane goes on at its own pace.
 
 `run_batch` hands a batch to the lanes and waits for it at most `wait_seconds`: what is still running
 then finishes in the background (the process keeps its lanes between tasks), so a stalled server never
@@ -23,21 +27,26 @@ Public: `Lanes`, `Lane`, `lane_for`, `BatchResult`, `run_batch`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from urllib.parse import urlsplit
 
-from notifier import snapshot
+from sqlalchemy import Engine
+
+from notifier import ledger, snapshot
 from notifier.channels.base import DeliveryResult
 from notifier.config import Settings
 from notifier.deliver import DeliveryOutcome, Send, run_deliveries
 from notifier.enums import Channel
 from notifier.errors import Unavailable
+from notifier.ledger.deliveries import ENQUEUE_LEASE
 from notifier.outages import map_outages
 from notifier.retry import describe
 from notifier.runtime import Runtime
@@ -60,26 +69,180 @@ def lane_for(route: snapshot.Route | None, settings: Settings) -> str:
     return f"push {parts.scheme}://{parts.netloc}".lower()
 
 
+# Deliveries that may wait in one lane of one process. A lane takes every batch at once up to this many, so
+# the worker keeps taking batches while one server is slow and the others' lanes go on at their own pace;
+# what waits in a lane keeps its enqueue lease alive (renewed every RENEW_EVERY seconds), and a stopping
+# worker hands it back to the sweeper at once.
+LANE_BACKLOG = 5000
+RENEW_EVERY = ENQUEUE_LEASE / 3
+
+
+def _by_clock(items: list[_Item], write: Callable[[Engine, list[int], float], int], done: str) -> None:
+    """Renew or release the enqueue leases of waiting deliveries, at each one's clock (tests pass theirs).
+    Best effort: a lease not renewed only means the sweeper queues the delivery again, and the first claim
+    wins; one not released runs out by itself."""
+    groups: dict[tuple[int, float], tuple[Engine, list[int]]] = {}
+    wall = time.time()
+    for item in items:
+        clock = item.now if item.now is not None else wall
+        groups.setdefault((id(item.rt.engine), clock), (item.rt.engine, []))[1].append(item.delivery_id)
+    for (_engine_id, clock), (engine, ids) in groups.items():
+        try:
+            count = write(engine, ids, clock)
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("enqueue leases of %d waiting deliveries not %s error=%s", len(ids), done, describe(exc))
+        else:
+            log.debug("enqueue leases %s: %d of %d waiting deliveries", done, count, len(ids))
+
+
+@dataclass(eq=False)
+class _Item:
+    """One delivery waiting in a lane for a decider, with what its group needs and where its outcome goes."""
+
+    delivery_id: int
+    rt: Runtime
+    now: float | None
+    finished: Finished
+    future: Future[Outcome] = field(default_factory=Future)
+
+    def joins(self, first: _Item) -> bool:
+        """May this delivery be decided in one group with `first`? (Same process state, clock and callback.)"""
+        return self.rt is first.rt and self.now == first.now and self.finished is first.finished
+
+
+class _Permits:
+    """The send permits one group holds: one per delivery from its claim until its own send has ended
+    (or until the decision not to send it)."""
+
+    def __init__(self, lane: Lane, count: int) -> None:
+        self._lane = lane
+        self._held = count
+
+    def release(self, count: int) -> None:
+        with self._lane._cond:
+            count = min(count, self._held)
+            self._held -= count
+            self._lane._free += count
+            self._lane._cond.notify_all()
+
+    def keep(self, count: int) -> None:
+        """Keep `count` permits (the sends about to start); give back the rest."""
+        self.release(self._held - count)
+
+    def release_all(self) -> None:
+        self.release(self._held)
+
+
 class Lane:
-    """One remote server's threads: `groups` threads that claim, read and decide a group of up to
-    `group_size` deliveries each, and `per_host` threads that send (each keeps its own connection)."""
+    """One remote server's threads: deciders that claim, read and decide a group of up to `group_size`
+    deliveries each, `per_host` threads that send (each keeps its own connection), and a queue of up to
+    `backlog` deliveries waiting for them.
+
+    Deliveries wait in the lane's queue; a decider takes the next group as soon as the lane has a send
+    permit for each of them (NOTIFIER_MAX_IN_FLIGHT_PER_HOST permits in all). A delivery holds its permit
+    from its claim until its own send has ended, so a decided delivery never waits to be sent, and a
+    group's bookkeeping after its sends (recording them) holds none: the next group reads meanwhile.
+    Groups fill up from consecutive batches, so a lane under load decides full groups."""
 
     def __init__(self, name: str, per_host: int) -> None:
         self.name = name
+        self.per_host = per_host
         self.group_size = max(1, per_host // 2)
-        self.groups = per_host // self.group_size
-        self._deciders = ThreadPoolExecutor(self.groups, thread_name_prefix="notifier-decide")
-        self._senders = ThreadPoolExecutor(per_host, thread_name_prefix="notifier-send")
-        self._lock = threading.Lock()
+        # Enough deciders to hold every permit, and one more to read while another group records.
+        self.groups = per_host // self.group_size + 1
+        self._cond = threading.Condition()
+        self._queue: deque[_Item] = deque()
+        self._free = per_host
+        self._closed = False
+        self._renewed = time.monotonic()
+        self.backlog = LANE_BACKLOG
+        self.renew_every = RENEW_EVERY
         self._in_flight = 0
         self.peak = 0  # the most sends this lane ever had in flight at once (for tests and operators)
+        self._senders = ThreadPoolExecutor(per_host, thread_name_prefix="notifier-send")
+        self._deciders = [threading.Thread(target=self._decide_loop, name=f"notifier-decide-{i}", daemon=True)
+                          for i in range(self.groups)]
+        for thread in self._deciders:
+            thread.start()
 
-    def submit(self, fn: Callable[[], dict[int, Outcome]]) -> Future[dict[int, Outcome]]:
-        return self._deciders.submit(fn)
+    def put(self, items: list[_Item]) -> None:
+        with self._cond:
+            if self._closed:
+                raise Unavailable("worker", "this process is shutting down and sends nothing more")
+            if not self._queue:
+                self._renewed = time.monotonic()  # their enqueue leases are fresh
+            self._queue.extend(items)
+            self._cond.notify_all()
 
-    def send_all(self, sends: list[Send]) -> list[DeliveryResult | Exception]:
+    def wait_for_room(self, timeout: float) -> bool:
+        """Until fewer than `backlog` deliveries wait in this lane (or it closed); False after `timeout`."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed or len(self._queue) < self.backlog, timeout)
+
+    def _next_group(self) -> int:
+        """How many deliveries the next group takes from the head of the queue (0: none waiting)."""
+        if not self._queue:
+            return 0
+        first, count = self._queue[0], 1
+        for item in itertools.islice(self._queue, 1, self.group_size):
+            if not item.joins(first):
+                break
+            count += 1
+        return count
+
+    def _decide_loop(self) -> None:
+        while True:
+            items: list[_Item] = []
+            renew: list[_Item] = []
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    if self._queue and time.monotonic() - self._renewed >= self.renew_every:
+                        renew, self._renewed = list(self._queue), time.monotonic()
+                        break
+                    size = self._next_group()
+                    if 0 < size <= self._free:
+                        items = [self._queue.popleft() for _ in range(size)]
+                        self._free -= size
+                        self._cond.notify_all()  # room in the queue for a waiting batch
+                        break
+                    self._cond.wait(self.renew_every)
+            if renew:
+                _by_clock(renew, ledger.renew_enqueue_leases, "renewed")
+                continue
+            permits = _Permits(self, len(items))
+            try:
+                self._run_group(items, permits)
+            finally:
+                permits.release_all()
+
+    def _run_group(self, items: list[_Item], permits: _Permits) -> None:
+        first, ids = items[0], [item.delivery_id for item in items]
+        results: dict[int, Outcome]
+        try:
+            with map_outages():
+                results = dict(run_deliveries(first.rt, ids, first.now, send_all=partial(self.send_all, permits=permits)))
+        except Unavailable as exc:
+            # Rows already recorded keep their record; the rest are retried (a claimed one after its lease).
+            results = {d: exc for d in ids}
+        except BaseException as exc:  # noqa: BLE001 - a bug: its batch logs it; the sweeper takes the leased rows
+            for item in items:
+                item.future.set_exception(exc)
+            return
+        for item in items:
+            outcome = results[item.delivery_id]
+            try:
+                item.finished(item.delivery_id, outcome)
+            except Exception as exc:  # noqa: BLE001 - the ledger holds the truth; the sweeper re-sends what a lost retry leaves
+                log.warning("delivery id=%s follow-up not queued error=%s", item.delivery_id, describe(exc))
+            item.future.set_result(outcome)
+
+    def send_all(self, sends: list[Send], permits: _Permits | None = None) -> list[DeliveryResult | Exception]:
         """Every send of a group at once, on this lane's send threads; each result or error in order."""
-        futures = [self._senders.submit(self._counted, send) for send in sends]
+        if permits is not None:
+            permits.keep(len(sends))  # the deliveries decided not to go give their permits back now
+        futures = [self._senders.submit(self._counted, send, permits) for send in sends]
         results: list[DeliveryResult | Exception] = []
         for future in futures:
             error = future.exception()
@@ -91,18 +254,31 @@ class Lane:
                 raise error  # KeyboardInterrupt, SystemExit: not a delivery's business
         return results
 
-    def _counted(self, send: Send) -> DeliveryResult:
-        with self._lock:
+    def _counted(self, send: Send, permits: _Permits | None) -> DeliveryResult:
+        with self._cond:
             self._in_flight += 1
             self.peak = max(self.peak, self._in_flight)
         try:
             return send()
         finally:
-            with self._lock:
+            with self._cond:
                 self._in_flight -= 1
+            if permits is not None:
+                permits.release(1)
 
     def close(self, wait_for_running: bool) -> None:
-        self._deciders.shutdown(wait=wait_for_running, cancel_futures=True)
+        """Take nothing more; queued deliveries are dropped (pending in the ledger under their enqueue lease,
+        so the sweeper hands them out again); groups already taken finish if `wait_for_running`."""
+        with self._cond:
+            self._closed = True
+            dropped, self._queue = list(self._queue), deque()
+            self._cond.notify_all()
+        for item in dropped:
+            item.future.cancel()
+        _by_clock(dropped, ledger.release_enqueue_leases, "released")
+        if wait_for_running:
+            for thread in self._deciders:
+                thread.join()
         self._senders.shutdown(wait=wait_for_running, cancel_futures=True)
 
 
@@ -149,59 +325,41 @@ class BatchResult:
                    if isinstance(o, DeliveryOutcome) and o.status is not None and o.status.value == status)
 
 
-def _group(rt: Runtime, lane: Lane, delivery_ids: list[int], finished: Finished, now: float | None,
-           started: threading.Event) -> dict[int, Outcome]:
-    started.set()
-    results: dict[int, Outcome]
-    try:
-        with map_outages():
-            results = dict(run_deliveries(rt, delivery_ids, now, send_all=lane.send_all))
-    except Unavailable as exc:
-        # Rows already recorded keep their record; the rest are retried (a claimed one after its lease).
-        results = {d: exc for d in delivery_ids}
-    for delivery_id, outcome in results.items():
-        try:
-            finished(delivery_id, outcome)
-        except Exception as exc:  # noqa: BLE001 - the ledger holds the truth; the sweeper re-sends what a lost retry leaves
-            log.warning("delivery id=%s follow-up not queued error=%s", delivery_id, describe(exc))
-    return results
-
-
 def run_batch(rt: Runtime, delivery_ids: list[int], finished: Finished, wait_seconds: float,
               now: float | None = None, until_started: bool = False) -> BatchResult:
     """Send a batch on this process's lanes. `finished(id, outcome)` runs in the lane as each one ends
     (the caller queues retries there); the batch returns when all have ended or after `wait_seconds`,
-    or, `until_started`, as soon as each of its groups has begun (a lane with a free thread took it): the
-    worker then takes its next batch while these sends are in flight, and waits only while its lanes are
-    full. `now` (tests) stands for the clock of every delivery of the batch."""
+    or, `until_started`, as soon as each of its lanes has room (fewer than `Lane.backlog` waiting): the
+    worker then takes its next batch while these wait and send, and waits only while a lane is that full.
+    `now` (tests) stands for the clock of every delivery of the batch."""
     with map_outages(), rt.engine.connect() as conn:
         routes = snapshot.load_routes(conn, delivery_ids)
     by_lane: dict[str, list[int]] = {}
     for delivery_id in dict.fromkeys(delivery_ids):
         by_lane.setdefault(lane_for(routes.get(delivery_id), rt.settings), []).append(delivery_id)
     lanes = rt.lanes()
-    futures: dict[Future[dict[int, Outcome]], list[int]] = {}
-    starts: list[threading.Event] = []
+    items: list[_Item] = []
     for name, ids in by_lane.items():
-        lane = lanes.lane(name)
-        for i in range(0, len(ids), lane.group_size):
-            group = ids[i : i + lane.group_size]
-            starts.append(threading.Event())
-            futures[lane.submit(partial(_group, rt, lane, group, finished, now, starts[-1]))] = group
+        mine = [_Item(d, rt, now, finished) for d in ids]
+        lanes.lane(name).put(mine)
+        items += mine
     if until_started:
         deadline = time.monotonic() + wait_seconds
-        for event in starts:
-            if not event.wait(max(0.0, deadline - time.monotonic())):
+        for name in by_lane:
+            if not lanes.lane(name).wait_for_room(max(0.0, deadline - time.monotonic())):
                 break
     else:
-        wait(futures, timeout=wait_seconds)
+        wait([item.future for item in items], timeout=wait_seconds)
     result = BatchResult()
-    for future, group in futures.items():
-        if not future.done():
-            result.still_running += group
-        elif (error := future.exception()) is not None:
-            # A bug outside run_deliveries' own handling: the deliveries stay leased, the sweeper takes them.
-            log.error("deliveries %s crashed in their lane error=%s", group, describe(error))
+    crashed: dict[int, tuple[BaseException, list[int]]] = {}
+    for item in items:
+        if not item.future.done() or item.future.cancelled():
+            result.still_running.append(item.delivery_id)  # a cancelled one: dropped at shutdown, still pending
+        elif (error := item.future.exception()) is not None:
+            crashed.setdefault(id(error), (error, []))[1].append(item.delivery_id)
         else:
-            result.outcomes.update(future.result())
+            result.outcomes[item.delivery_id] = item.future.result()
+    for error, ids in crashed.values():
+        # A bug outside run_deliveries' own handling: the deliveries stay leased, the sweeper takes them.
+        log.error("deliveries %s crashed in their lane error=%s", ids, describe(error))
     return result

@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from notifier import host, models
+from notifier import host, ledger, models
 from notifier.check import dispatch, run_checks
 from notifier.config import load_settings
 from notifier.deliver import DeliveryOutcome
 from notifier.enums import Channel, DeliveryStatus, Reason
 from notifier.errors import ConfigError, Unavailable
+from notifier.ledger.deliveries import ENQUEUE_LEASE
 from notifier.pushkeys import generate_vapid_keys
 from notifier.runtime import Runtime
 from notifier.sending import lane_for, run_batch
@@ -143,6 +144,55 @@ def test_a_stalled_mail_server_holds_up_only_its_own_deliveries(crt: Runtime, ho
     assert mail.rcpt_tos == ("owner1@example.com",)
     wait_until(lambda: statuses(crt)[mail_id] == DeliveryStatus.SENT.value, 10, "the mail recorded as sent")
     assert len(push_service.received) == 1
+
+
+def test_a_slow_mail_server_does_not_slow_the_pushes_queued_behind_its_mails(crt: Runtime, hostdb: Host,
+                                                                            smtp_server: SmtpServer,
+                                                                            push_service: PushService) -> None:
+    """Batch after batch, as the sending worker takes them, mails first: they wait in their own lane (three
+    in flight, each held two seconds) while the pushes of the later batches go at once."""
+    now = dialogs_due(hostdb, range(1, 13))
+    for owner in range(7, 13):  # owners 7-12: push at grace; owners 1-6 have no browser: email at grace
+        client.save_subscription(owner, push_service.new_subscription(f"phone-{owner}"))
+    ids = due_deliveries(crt, now)
+    with crt.engine.connect() as conn:
+        channel_of = {int(i): str(c) for i, c in conn.execute(select(models.deliveries.c.id, models.deliveries.c.channel))}
+    ids.sort(key=lambda i: channel_of[i] != Channel.EMAIL.value)
+    assert [channel_of[i] for i in ids] == [Channel.EMAIL.value] * 6 + [Channel.WEBPUSH.value] * 6
+    smtp_server.stall_next(6, 2.0)
+    for i in range(0, 12, 4):  # mails 1-4; mails 5-6 and pushes 1-2; pushes 3-6
+        run_batch(crt, ids[i : i + 4], lambda d, o: None, wait_seconds=30, now=now, until_started=True)
+    wait_until(lambda: len(push_service.received) == 6, 10, "every push sent")
+    assert smtp_server.messages == []  # the first mails are still held by the server
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.wait_for(6, timeout=15)) == [f"owner{o}@example.com" for o in range(1, 7)]
+    wait_until(lambda: set(statuses(crt).values()) == {DeliveryStatus.SENT.value}, 10, "every delivery recorded")
+    assert len(push_service.received) == 6 and len(smtp_server.messages) == 6
+
+
+def test_deliveries_waiting_in_a_lane_keep_their_enqueue_lease_until_the_worker_stops(crt: Runtime, hostdb: Host,
+                                                                                      smtp_server: SmtpServer) -> None:
+    now = dialogs_due(hostdb, range(1, 7))
+    ids = due_deliveries(crt, now)  # six mails, queued until now + ENQUEUE_LEASE
+    later = now + ENQUEUE_LEASE / 2  # the batch runs half a lease later: the sweeper would take them soon
+    lane = crt.lanes().lane(lane_for(Route(Channel.EMAIL, None), crt.settings))
+    lane.renew_every = 0.2
+    smtp_server.stall_next(6, 2.0)
+    run_batch(crt, ids, lambda d, o: None, wait_seconds=0.1, now=later, until_started=True)
+
+    def leases() -> dict[int, tuple[str, float | None]]:
+        with crt.engine.connect() as conn:
+            rows = conn.execute(select(models.deliveries.c.id, models.deliveries.c.status, models.deliveries.c.lease_until))
+            return {int(i): (str(s), None if u is None else float(u)) for i, s, u in rows}
+
+    waiting = (DeliveryStatus.PENDING.value, later + ENQUEUE_LEASE)
+    wait_until(lambda: list(leases().values()).count(waiting) == PER_HOST, 5, "the waiting ones' leases renewed")
+    assert list(leases().values()).count((DeliveryStatus.SENDING.value, later + crt.settings.send_lease_seconds)) == PER_HOST
+    assert ledger.sweep(crt.engine, later + 1, crt.settings.max_attempts) == []  # nothing stale: all held by this worker
+    crt.lanes().close()  # the three in flight finish; the three waiting are handed back
+    dropped = [i for i, (status, _lease) in leases().items() if status == DeliveryStatus.PENDING.value]
+    assert len(dropped) == PER_HOST and {leases()[i][1] for i in dropped} == {later}
+    assert sorted(ledger.sweep(crt.engine, later + 1, crt.settings.max_attempts)) == sorted(dropped)
+    assert len(smtp_server.messages) == PER_HOST
 
 
 def test_a_transient_refusal_in_a_batch_hands_the_retry_to_the_caller(crt: Runtime, hostdb: Host,

@@ -1,9 +1,9 @@
 """Every write to our tables, and nothing else: decisions, deliveries, and what the host's processes write.
 
 Public: `record_decisions`, `mark_covered`; `claim_new`, `claim`, `DeliveryRow`, `mark_sent`, `mark_skipped`,
-`mark_failed`, `mark_retry`, `sweep`; `mark_read`, `add_team_member`, `remove_team_member`, `set_language`,
-`save_subscription`, `delete_subscription`, `set_preferences`, `hold`; `purge_history`, `Purged`
-(retention). Reads live in `notifier.snapshot`.
+`mark_failed`, `mark_retry`, `sweep`, `renew_enqueue_leases`, `release_enqueue_leases`; `mark_read`,
+`add_team_member`, `remove_team_member`, `set_language`, `save_subscription`, `delete_subscription`,
+`set_preferences`, `hold`; `purge_history`, `Purged` (retention). Reads live in `notifier.snapshot`.
 """
 
 from notifier.ledger.decisions import mark_covered, record_decisions
@@ -20,6 +20,8 @@ from notifier.ledger.deliveries import (
     mark_sent,
     mark_sent_many,
     mark_skipped,
+    release_enqueue_leases,
+    renew_enqueue_leases,
     sweep,
 )
 from notifier.ledger.host_writes import (
@@ -53,7 +55,9 @@ __all__ = [
     "mark_skipped",
     "purge_history",
     "record_decisions",
+    "release_enqueue_leases",
     "remove_team_member",
+    "renew_enqueue_leases",
     "save_subscription",
     "set_language",
     "set_preferences",

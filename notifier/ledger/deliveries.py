@@ -191,6 +191,35 @@ def delete_subscription_by_id(engine: Engine, subscription_id: int) -> None:
         conn.execute(delete(ps).where(ps.c.id == subscription_id))
 
 
+_QUEUED = and_(  # a delivery waiting for its first or next claim, due now
+    d.c.id.in_(bindparam("ids", expanding=True)),
+    d.c.status == DeliveryStatus.PENDING.value,
+    or_(d.c.not_before.is_(None), d.c.not_before <= bindparam("at_now")),
+)
+_RENEW = update(d).where(_QUEUED, d.c.lease_until < bindparam("new_lease")).values(lease_until=bindparam("new_lease"))
+_RELEASE = update(d).where(_QUEUED, d.c.lease_until > bindparam("at_now")).values(lease_until=bindparam("at_now"))
+
+
+def renew_enqueue_leases(engine: Engine, delivery_ids: Sequence[int], now: float) -> int:
+    """Deliveries a live worker holds in its queue, not yet claimed: their enqueue lease runs ENQUEUE_LEASE
+    from `now` again, so the sweeper leaves them to it. Returns how many were renewed."""
+    if not delivery_ids:
+        return 0
+    with engine.begin() as conn:
+        res = conn.execute(_RENEW, {"ids": list(delivery_ids), "at_now": now, "new_lease": now + ENQUEUE_LEASE})
+    return int(res.rowcount)
+
+
+def release_enqueue_leases(engine: Engine, delivery_ids: Sequence[int], now: float) -> int:
+    """Deliveries a stopping worker drops from its queue unclaimed: their enqueue lease ends now, so the
+    sweeper hands them out again at once rather than a lease later. Returns how many were released."""
+    if not delivery_ids:
+        return 0
+    with engine.begin() as conn:
+        res = conn.execute(_RELEASE, {"ids": list(delivery_ids), "at_now": now})
+    return int(res.rowcount)
+
+
 def sweep(engine: Engine, now: float, max_attempts: int, limit: int = 200) -> list[int]:
     """Deliveries whose queued task or sending worker vanished: re-queue each once per lease, or, out of
     attempts, fail it. Returns the ids to enqueue again."""
