@@ -121,22 +121,24 @@ def _pushed_managers(decided: _Decided) -> set[int]:
             if x.action is Action.NOTIFY and x.manager_id is not None and x.channel is Channel.WEBPUSH}
 
 
-def _write(conn: snapshot.Connection, dialog_id: int, decided: _Decided, now: float,
-           push_targets: Mapping[int, list[str]] | None = None) -> tuple[int, ...]:
-    """Record a check's decisions and create its deliveries; the ids of those this call created.
-    `push_targets`: the push subscriptions of the managers it notifies by push, read with its chunk."""
-    created: list[int] = []
-    if push_targets is None:
-        push_targets = snapshot.push_targets_many(conn, _pushed_managers(decided))
-    ledger.record_decisions(conn, dialog_id, decided.decisions, now)
-    for x in decided.decisions:
-        if x.action is not Action.NOTIFY or x.manager_id is None:
-            continue
-        targets = push_targets.get(x.manager_id, []) if x.channel is Channel.WEBPUSH else [""]
-        created.extend(ledger.claim_new(conn, dialog_id, x, targets, now))
-    if decided.recheck_at is None and decided.newest:
-        ledger.mark_covered(conn, dialog_id, decided.newest, now)
-    return tuple(created)
+def _write(conn: snapshot.Connection, dialog_id: int, decided: _Decided, now: float) -> tuple[int, ...]:
+    """Record a check's decisions and create its deliveries; the ids of those this call created."""
+    return _write_many(conn, {dialog_id: decided}, now)[dialog_id]
+
+
+def _write_many(conn: snapshot.Connection, decided: Mapping[int, _Decided], now: float) -> dict[int, tuple[int, ...]]:
+    """`_write` for a chunk of checks, one statement per kind of row for all of them: their decisions, their
+    deliveries (to the push subscriptions of the managers they notify by push, read here), their coverage."""
+    push_targets = snapshot.push_targets_many(conn, set().union(*map(_pushed_managers, decided.values())))
+    ledger.record_decisions_many(conn, [(d, x.decisions) for d, x in decided.items()], now)
+    created = ledger.claim_new_many(conn, [
+        (dialog_id, x, push_targets.get(x.manager_id, []) if x.channel is Channel.WEBPUSH else [""])
+        for dialog_id, one in decided.items()
+        for x in one.decisions
+        if x.action is Action.NOTIFY and x.manager_id is not None
+    ], now)
+    ledger.mark_covered_many(conn, [(d, x.newest) for d, x in decided.items() if x.recheck_at is None and x.newest], now)
+    return {dialog_id: tuple(created.get(dialog_id, ())) for dialog_id in decided}
 
 
 def _done(dialog_id: int, decided: _Decided, created: tuple[int, ...]) -> CheckResult:
@@ -233,8 +235,7 @@ def _decide_and_write(
         return decided, failed, {}
     try:
         with rt.engine.begin() as conn:
-            targets = snapshot.push_targets_many(conn, set().union(*map(_pushed_managers, decided.values())))
-            written = {d: _write(conn, d, x, now, targets) for d, x in decided.items()}
+            written = _write_many(conn, decided, now)
     except Exception as exc:
         if is_outage(exc):
             raise

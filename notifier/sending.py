@@ -38,8 +38,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from urllib.parse import urlsplit
 
-from sqlalchemy import Engine
-
 from notifier import ledger, snapshot
 from notifier.channels.base import DeliveryResult
 from notifier.config import Settings
@@ -77,18 +75,18 @@ LANE_BACKLOG = 5000
 RENEW_EVERY = ENQUEUE_LEASE / 3
 
 
-def _by_clock(items: list[_Item], write: Callable[[Engine, list[int], float], int], done: str) -> None:
+def _by_clock(items: list[_Item], write: Callable[..., int], done: str) -> None:
     """Renew or release the enqueue leases of waiting deliveries, at each one's clock (tests pass theirs).
     Best effort: a lease not renewed only means the sweeper queues the delivery again, and the first claim
     wins; one not released runs out by itself."""
-    groups: dict[tuple[int, float], tuple[Engine, list[int]]] = {}
+    groups: dict[tuple[int, float], tuple[Runtime, list[int]]] = {}
     wall = time.time()
     for item in items:
         clock = item.now if item.now is not None else wall
-        groups.setdefault((id(item.rt.engine), clock), (item.rt.engine, []))[1].append(item.delivery_id)
-    for (_engine_id, clock), (engine, ids) in groups.items():
+        groups.setdefault((id(item.rt), clock), (item.rt, []))[1].append(item.delivery_id)
+    for (_rt_id, clock), (rt, ids) in groups.items():
         try:
-            count = write(engine, ids, clock)
+            count = write(rt.engine, ids, clock)
         except Exception as exc:  # noqa: BLE001 - see above
             log.warning("enqueue leases of %d waiting deliveries not %s error=%s", len(ids), done, describe(exc))
         else:

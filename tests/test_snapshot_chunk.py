@@ -9,8 +9,10 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, select, text
 
-from notifier import models, snapshot
+from notifier import ledger, models, snapshot
 from notifier.check import dispatch, run_checks
+from notifier.decide import Decision
+from notifier.enums import Action, Channel, Reason
 from notifier.runtime import Runtime
 from tests.pushservice import PushService
 from tests.support import Host
@@ -126,3 +128,42 @@ def test_a_write_that_fails_for_one_dialog_costs_only_that_dialog(rt: Runtime, h
         dialogs = sorted(conn.execute(select(models.deliveries.c.dialog_id)).scalars())
     assert dialogs == [1001, 1003]
     assert rt.store.counts()["pending"] == 1  # 1002 waits for its retry; the others are done
+
+
+def test_a_chunk_creates_each_delivery_once_and_tells_each_dialog_which_are_new(rt: Runtime) -> None:
+    """`ledger.claim_new_many`, `record_decisions_many` and `mark_covered_many`: one statement each for a whole
+    chunk, each dialog getting back exactly the ids created for it, in the order it asked."""
+    now = time.time()
+
+    def notify(manager: int, channel: Channel, floor: int = 5) -> Decision:
+        return Decision(manager, Action.NOTIFY, Reason.UNREAD, channel, floor, floor + 1, floor + 2, now)
+
+    with rt.engine.begin() as conn:
+        [earlier] = ledger.claim_new(conn, 2, notify(7, Channel.EMAIL), [""], now)  # dialog 2's email exists already
+    wanted = [
+        (1, notify(7, Channel.WEBPUSH), ["11", "12"]),
+        (2, notify(7, Channel.EMAIL), [""]),
+        (2, notify(8, Channel.WEBPUSH), ["13"]),
+        (3, notify(7, Channel.EMAIL, floor=9), [""]),
+        (1, notify(8, Channel.EMAIL), [""]),
+    ]
+    with rt.engine.begin() as conn:
+        created = ledger.claim_new_many(conn, wanted, now)
+        again = ledger.claim_new_many(conn, wanted, now)
+        ledger.record_decisions_many(conn, [(1, [w[1] for w in wanted if w[0] == 1]), (3, [wanted[3][1]])], now)
+        ledger.mark_covered_many(conn, [(1, 40), (3, 9), (1, 30)], now)
+    assert again == {}  # every one exists now
+    d = models.deliveries
+    with rt.engine.connect() as conn:
+        rows = conn.execute(select(d.c.id, d.c.dialog_id, d.c.manager_id, d.c.channel, d.c.target).order_by(d.c.id)).all()
+        decided = sorted(conn.execute(select(models.decisions.c.dialog_id, models.decisions.c.manager_id)).all())
+        covered = dict(conn.execute(select(models.dialog_checks.c.dialog_id, models.dialog_checks.c.covered_up_to)).all())
+    by_key = {(r.dialog_id, r.manager_id, r.channel, r.target): int(r.id) for r in rows}
+    assert len(rows) == 6 and by_key[(2, 7, "email", "")] == earlier
+    assert created == {
+        1: [by_key[(1, 7, "webpush", "11")], by_key[(1, 7, "webpush", "12")], by_key[(1, 8, "email", "")]],
+        2: [by_key[(2, 8, "webpush", "13")]],
+        3: [by_key[(3, 7, "email", "")]],
+    }
+    assert decided == [(1, 7), (1, 8), (3, 7)]
+    assert covered == {1: 40, 3: 9}  # the highest of dialog 1's two

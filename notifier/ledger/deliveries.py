@@ -68,26 +68,43 @@ _STALE = (  # every dispatcher tick asks, four times a second: built once
 
 def claim_new(conn: Connection, dialog_id: int, decision: Decision, targets: Sequence[str], now: float) -> list[int]:
     """Insert one pending delivery per target; returns the ids this call created (none if already there)."""
-    assert decision.manager_id is not None and decision.channel is not None
-    assert decision.first_message_id is not None and decision.last_message_id is not None
-    created: list[int] = []
-    for target in targets:
-        values = {
-            "dialog_id": dialog_id,
-            "manager_id": decision.manager_id,
-            "channel": decision.channel.value,
-            "target": target,
-            "burst_floor": decision.burst_floor,
-            "first_message_id": decision.first_message_id,
-            "last_message_id": decision.last_message_id,
-            "status": DeliveryStatus.PENDING.value,
-            "attempts": 0,
-            "due_at": decision.due_at,
-            "lease_until": now + ENQUEUE_LEASE,
-            "created_at": now,
-            "updated_at": now,
-        }
-        created.extend(upsert(conn, d, values, _KEY, returning=d.c.id, reuse=True).scalars())
+    return claim_new_many(conn, [(dialog_id, decision, targets)], now).get(dialog_id, [])
+
+
+def claim_new_many(conn: Connection, wanted: Sequence[tuple[int, Decision, Sequence[str]]],
+                   now: float) -> dict[int, list[int]]:
+    """`claim_new` for several dialogs (a chunk of checks) in one statement: per dialog, the ids this call
+    created, in the order asked (none for a delivery already there)."""
+    values: list[dict[str, object]] = []
+    for dialog_id, decision, targets in wanted:
+        assert decision.manager_id is not None and decision.channel is not None
+        assert decision.first_message_id is not None and decision.last_message_id is not None
+        values += [
+            {
+                "dialog_id": dialog_id,
+                "manager_id": decision.manager_id,
+                "channel": decision.channel.value,
+                "target": target,
+                "burst_floor": decision.burst_floor,
+                "first_message_id": decision.first_message_id,
+                "last_message_id": decision.last_message_id,
+                "status": DeliveryStatus.PENDING.value,
+                "attempts": 0,
+                "due_at": decision.due_at,
+                "lease_until": now + ENQUEUE_LEASE,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for target in targets
+        ]
+    if not values:
+        return {}
+    inserted = {tuple(row[1:]): int(row[0]) for row in upsert(conn, d, values, _KEY, returning=(d.c.id, *_KEY), reuse=True)}
+    created: dict[int, list[int]] = {}
+    for v in values:
+        key = (v["dialog_id"], v["manager_id"], v["channel"], v["target"], v["burst_floor"])
+        if (delivery_id := inserted.get(key)) is not None:
+            created.setdefault(int(v["dialog_id"]), []).append(delivery_id)  # type: ignore[call-overload]
     return created
 
 
