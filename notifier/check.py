@@ -87,7 +87,7 @@ def gather_many(rt: Runtime, dialog_ids: list[int], now: float, conn: snapshot.C
     read, not missed."""
     seen = rt.store.seen_times_many(dialog_ids)
     if conn is None:
-        with rt.engine.connect() as own:
+        with snapshot.reading(rt.engine) as own:
             snaps = snapshot.load_dialogs(own, dialog_ids, now, rt.push_enabled)
     else:
         snaps = snapshot.load_dialogs(conn, dialog_ids, now, rt.push_enabled)

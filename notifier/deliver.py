@@ -171,7 +171,7 @@ def _prepare_all(rt: Runtime, rows: list[ledger.DeliveryRow], now: float) -> lis
 
 def _prepare(rt: Runtime, rows: list[ledger.DeliveryRow], now: float) -> list[Prepared]:
     # One connection for every read; given back before anything goes over the network.
-    with rt.engine.connect() as conn:
+    with snapshot.reading(rt.engine) as conn:
         subscriptions = snapshot.load_subscriptions(conn, [int(r.target) for r in rows if r.channel is Channel.WEBPUSH])
         facts = gather_many(rt, sorted({r.dialog_id for r in rows}), now, conn)
         decided: list[tuple[ledger.DeliveryRow, Decision]] = []

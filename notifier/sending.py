@@ -330,7 +330,7 @@ def run_batch(rt: Runtime, delivery_ids: list[int], finished: Finished, wait_sec
     or, `until_started`, as soon as each of its lanes has room (fewer than `Lane.backlog` waiting): the
     worker then takes its next batch while these wait and send, and waits only while a lane is that full.
     `now` (tests) stands for the clock of every delivery of the batch."""
-    with map_outages(), rt.engine.connect() as conn:
+    with map_outages(), snapshot.reading(rt.engine) as conn:
         routes = snapshot.load_routes(conn, delivery_ids)
     by_lane: dict[str, list[int]] = {}
     for delivery_id in dict.fromkeys(delivery_ids):

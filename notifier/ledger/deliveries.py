@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select, update
 
 from notifier import metrics, models
+from notifier.db import autocommit
 from notifier.decide import Decision
 from notifier.enums import Channel, DeliveryStatus, FailReason
 from notifier.ledger._upsert import upsert
@@ -131,7 +132,7 @@ def claim(engine: Engine, delivery_id: int, now: float, send_lease: float, max_a
 def claim_many(engine: Engine, delivery_ids: Sequence[int], now: float, send_lease: float,
                max_attempts: int) -> dict[int, DeliveryRow]:
     """`claim` for several deliveries in one statement: those of them that could be taken, by id."""
-    with engine.begin() as conn:
+    with autocommit(engine) as conn:  # one statement: atomic by itself
         rows = conn.execute(_CLAIM, {"ids": list(delivery_ids), "max_attempts": max_attempts, "at_now": now,
                                      "new_lease": now + send_lease}).all()
     return {

@@ -6,11 +6,12 @@ Public: `DialogSnapshot`, `Subscription`, `load_dialog`, `load_dialogs`, `load_p
 for operations `ScannedMessage`, `first_id_since`,
 `scan_visitor_messages`, `host_tables_missing`, `recent_decisions`, `delivery_counts`, `failed_deliveries`,
 `dialog_history`; for the host's side `DialogAccess`, `visible_dialog`, `load_viewer`, `MissedDialog`,
-`load_missed`, `MISSED_LIMIT`; for sending `Route`, `load_routes`.
+`load_missed`, `MISSED_LIMIT`; for sending `Route`, `load_routes`; `reading(engine)`, the connection the hot paths read on.
 """
 
 from sqlalchemy import Connection  # the type of what every read takes, for callers outside this package
 
+from notifier.db import autocommit as reading  # a connection for reads: no transaction around them
 from notifier.snapshot.access import DialogAccess, load_viewer, visible_dialog
 from notifier.snapshot.clears import load_pushed
 from notifier.snapshot.dialog import (
@@ -42,6 +43,7 @@ from notifier.snapshot.routes import Route, load_routes
 
 __all__ = [
     "Connection",
+    "reading",
     "Route",
     "load_routes",
     "MISSED_LIMIT",
