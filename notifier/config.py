@@ -75,7 +75,7 @@ class Settings:
     push_timeout_seconds: float = 10.0
     # Concurrent sending: deliveries in flight per remote server (SMTP host, push service origin) and per
     # worker process, and how many deliveries one `notifier.deliver_batch` task carries.
-    max_in_flight_per_host: int = 16
+    max_in_flight_per_host: int = 32
     send_batch_size: int = 50
     # Preferences and one-click unsubscribe.
     default_time_zone: str = "Europe/Moscow"
@@ -335,7 +335,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         push_allowed_hosts=hosts,
         push_ttl_seconds=_int(env, "NOTIFIER_PUSH_TTL_SECONDS", 12 * 3600),
         push_timeout_seconds=_float(env, "NOTIFIER_PUSH_TIMEOUT_SECONDS", 10.0, minimum=0.1),
-        max_in_flight_per_host=_bounded_int(env, "NOTIFIER_MAX_IN_FLIGHT_PER_HOST", 16, 1, 256),
+        max_in_flight_per_host=_bounded_int(env, "NOTIFIER_MAX_IN_FLIGHT_PER_HOST", 32, 1, 256),
         send_batch_size=_bounded_int(env, "NOTIFIER_SEND_BATCH_SIZE", 50, 1, 1000),
         default_time_zone=_time_zone(env),
         public_url=public_url,

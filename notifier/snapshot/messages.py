@@ -80,18 +80,28 @@ def _union(conn: Connection, parts: list[tuple[int, int]], part_sql: Callable[[s
 
 def unread_counts(conn: Connection, thresholds: Mapping[int, Collection[int]]) -> dict[int, dict[int, tuple[int, int]]]:
     """dialog -> threshold -> (exact count, first id) of the dialog's visitor messages above it ((0, 0):
-    none). One statement for all of them (per 200 thresholds)."""
+    none). One statement for all of them (per 200 thresholds): the (dialog, threshold) pairs as a VALUES
+    list joined to the messages. (As 200 parts joined by UNION ALL, PostgreSQL spent longer planning the
+    statement than running it: a third of a check chunk's reads.)"""
     parts = sorted({(d, t) for d, ts in thresholds.items() for t in ts})
     out: dict[int, dict[int, tuple[int, int]]] = {d: {} for d in thresholds}
     q = _Names(conn)
-    rows = _union(conn, parts, lambda d, f: (
-        f"SELECT {q.dialog_id} AS d, CAST(:{f} AS BIGINT) AS f, COUNT(*) AS n, MIN({q.id}) AS first"
-        f" FROM {q.table} WHERE {q.visitor_rows_above(d, f)} GROUP BY {q.dialog_id}"
-    ))
-    for d, f, n, first in rows:
-        out[int(d)][int(f)] = (int(n or 0), int(first or 0))
+    for start in range(0, len(parts), _PARTS_PER_STATEMENT):
+        chunk = parts[start : start + _PARTS_PER_STATEMENT]
+        pairs = ", ".join(f"(CAST(:d{i} AS BIGINT), CAST(:f{i} AS BIGINT))" for i in range(len(chunk)))
+        sql = (
+            f"WITH wanted(d, f) AS (VALUES {pairs})"
+            f" SELECT wanted.d, wanted.f, COUNT(*), MIN(msg.{q.id}) FROM wanted JOIN {q.table} AS msg"
+            f" ON msg.{q.dialog_id} = wanted.d AND msg.{q.id} > wanted.f WHERE msg.{q.sender} = 'user'"
+            " GROUP BY wanted.d, wanted.f"
+        )
+        values: dict[str, int] = {}
+        for i, (dialog_id, floor) in enumerate(chunk):
+            values[f"d{i}"], values[f"f{i}"] = int(dialog_id), int(floor)
+        for d, f, n, first in conn.execute(text(sql), values):
+            out[int(d)][int(f)] = (int(n or 0), int(first or 0))
     for d, t in parts:
-        out[d].setdefault(t, (0, 0))  # no message above it: the part returned no row
+        out[d].setdefault(t, (0, 0))  # no message above it: no row
     return out
 
 
