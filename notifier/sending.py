@@ -71,7 +71,7 @@ def lane_for(route: snapshot.Route | None, settings: Settings) -> str:
 # the worker keeps taking batches while one server is slow and the others' lanes go on at their own pace;
 # what waits in a lane keeps its enqueue lease alive (renewed every RENEW_EVERY seconds), and a stopping
 # worker hands it back to the sweeper at once.
-LANE_BACKLOG = 5000
+LANE_BACKLOG = 1500
 RENEW_EVERY = ENQUEUE_LEASE / 3
 
 
