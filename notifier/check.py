@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 DISPATCH_BATCH = 1000
 # Due checks travel to Celery in chunks: one message per chunk keeps the dispatcher fast under a backlog,
 # and a chunk's reads and writes are a fixed number of statements whatever its size, so a check worker gets
-# through more checks a second with bigger chunks (bench.deliver: about 400 a second at 50, 600 at 100).
+# through more checks a second with bigger chunks (bench.deliver: about 400 a second at 50, 500 at 100).
 CHECK_CHUNK = 100
 CHECK_RETRY_CAP = 300.0
 
