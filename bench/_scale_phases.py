@@ -376,7 +376,7 @@ class DispatchRate:
     rate_per_s: float  # checks moved per second by notifier.check.dispatch, median over runs
     us_per_check: float
     publish_only_per_s: float  # baseline: the same chunk messages published with no Redis pop, median
-    verified: bool  # every run: pending empty, N in flight, ceil(N/50) messages in the queue
+    verified: bool  # every run: pending empty, N in flight, ceil(N/CHECK_CHUNK) messages in the queue
 
 
 @dataclass

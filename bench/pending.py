@@ -466,7 +466,7 @@ def evaluate(data: dict[str, Any]) -> dict[str, Any]:
     checks = [
         (f"our worker grows < {GROWTH_TARGET_MB:g} MB with {data['n']:,} pending", ours_growth < GROWTH_TARGET_MB),
         (f"dispatch >= {RATE_TARGET:,.0f} checks/s", c["rate_per_s"] >= RATE_TARGET),
-        ("dispatch verification (pending empty, inflight = N, queue = ceil(N/50), ids exact)", c["verify"]["all_ok"]),
+        ("dispatch verification (pending empty, inflight = N, queue = ceil(N/CHECK_CHUNK), ids exact)", c["verify"]["all_ok"]),
     ]
     return {
         "growth_ratio_baseline_to_ours": ratio if math.isfinite(ratio) else None,

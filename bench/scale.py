@@ -250,7 +250,7 @@ def evaluate(run_: Run) -> list[Check]:
               large.schedule.followup.p50_us <= SCALE_TARGET * small.schedule.followup.p50_us),
         Check(f"dispatch µs per check, {scale} <= {SCALE_TARGET}x",
               large.dispatch.us_per_check <= SCALE_TARGET * small.dispatch.us_per_check),
-        Check("dispatch verified (pending empty, N in flight, ceil(N/50) queue messages) at every N",
+        Check("dispatch verified (pending empty, N in flight, ceil(N/CHECK_CHUNK) queue messages) at every N",
               all(s.dispatch.verified for s in run_.sizes)),
         Check(f"worker RSS, {scale} <= {SCALE_TARGET}x", large.worker.rss_mb <= SCALE_TARGET * small.worker.rss_mb),
         Check(f"Redis bytes per pending dialog, {scale} <= {SCALE_TARGET}x",
