@@ -4,9 +4,11 @@ proposes nothing about our tables; `notifier init-db` is safe on every deploy, a
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import alembic
@@ -70,7 +72,7 @@ def test_init_db_on_every_deploy_even_several_at_once(empty_db_url: str) -> None
     runs = [subprocess.Popen([sys.executable, "-m", "notifier.cli", "init-db"], cwd=REPO, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(3)]  # fmt: skip
     outputs = [(run.communicate(timeout=120)[0].decode(), run.returncode) for run in runs]
-    assert all(rc == 0 for _, rc in outputs), outputs
+    assert all(rc == 0 for _, rc in outputs), "\n---\n".join(out[-3000:] for out, _ in outputs)
     again = subprocess.run([sys.executable, "-m", "notifier.cli", "init-db"], cwd=REPO, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout + again.stderr
     engine = create_engine(normalize_url(empty_db_url))
@@ -78,5 +80,32 @@ def test_init_db_on_every_deploy_even_several_at_once(empty_db_url: str) -> None
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM notifier_alembic_version")).scalars().all()
         assert len(versions) == 1 and set(models.metadata.tables) <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_init_db_on_sqlite_outwaits_a_writer_longer_than_the_busy_timeout(tmp_path: Path) -> None:
+    """Another process holds the SQLite write lock past the busy timeout (10 s): init-db tries again rather
+    than failing the deploy with "database is locked"."""
+    path = tmp_path / "held.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("PRAGMA journal_mode=WAL")
+        holder.execute("CREATE TABLE someone_elses (a INTEGER)")
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("INSERT INTO someone_elses VALUES (1)")
+        env = child_env({"NOTIFIER_DATABASE_URL": f"sqlite:///{path}"})
+        run = subprocess.Popen([sys.executable, "-m", "notifier.cli", "init-db"], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        time.sleep(11)  # past one busy timeout
+        holder.execute("COMMIT")
+        out = run.communicate(timeout=60)[0].decode()
+    finally:
+        holder.close()
+    assert run.returncode == 0, out
+    assert "another writer holds the SQLite database; trying again (2 of 5)" in out
+    engine = create_engine(normalize_url(f"sqlite:///{path}"))
+    try:
+        assert set(models.metadata.tables) <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
