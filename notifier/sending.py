@@ -148,7 +148,6 @@ class Lane:
 
     def __init__(self, name: str, per_host: int) -> None:
         self.name = name
-        self.per_host = per_host
         self.group_size = max(1, per_host // 2)
         # Enough deciders to hold every permit, and one more to read while another group records.
         self.groups = per_host // self.group_size + 1
@@ -240,10 +239,9 @@ class Lane:
                 log.warning("delivery id=%s follow-up not queued error=%s", item.delivery_id, describe(exc))
             item.future.set_result(outcome)
 
-    def send_all(self, sends: list[Send], permits: _Permits | None = None) -> list[DeliveryResult | Exception]:
+    def send_all(self, sends: list[Send], permits: _Permits) -> list[DeliveryResult | Exception]:
         """Every send of a group at once, on this lane's send threads; each result or error in order."""
-        if permits is not None:
-            permits.keep(len(sends))  # the deliveries decided not to go give their permits back now
+        permits.keep(len(sends))  # the deliveries decided not to go give their permits back now
         futures = [self._senders.submit(self._counted, send, permits) for send in sends]
         results: list[DeliveryResult | Exception] = []
         for future in futures:
@@ -256,7 +254,7 @@ class Lane:
                 raise error  # KeyboardInterrupt, SystemExit: not a delivery's business
         return results
 
-    def _counted(self, send: Send, permits: _Permits | None) -> DeliveryResult:
+    def _counted(self, send: Send, permits: _Permits) -> DeliveryResult:
         with self._cond:
             self._in_flight += 1
             self.peak = max(self.peak, self._in_flight)
@@ -265,8 +263,7 @@ class Lane:
         finally:
             with self._cond:
                 self._in_flight -= 1
-            if permits is not None:
-                permits.release(1)
+            permits.release(1)
 
     def close(self, wait_for_running: bool) -> None:
         """Take nothing more; queued deliveries are dropped (pending in the ledger under their enqueue lease,
@@ -309,7 +306,7 @@ class Lanes:
 
     def close(self, wait_for_running: bool = True) -> None:
         """Stop taking work; let running deliveries finish (their own timeouts bound it); drop queued ones,
-        which are pending in the ledger with an enqueue lease: the sweeper hands them out again."""
+        handing their enqueue leases back so that the sweeper queues them again at once (`Lane.close`)."""
         with self._lock:
             self._closed = True
             lanes, self._lanes = list(self._lanes.values()), {}
@@ -328,10 +325,10 @@ class BatchResult:
 
 
 def run_batch(rt: Runtime, delivery_ids: list[int], finished: Finished, wait_seconds: float,
-              now: float | None = None, until_started: bool = False) -> BatchResult:
+              now: float | None = None, until_queued: bool = False) -> BatchResult:
     """Send a batch on this process's lanes. `finished(id, outcome)` runs in the lane as each one ends
     (the caller queues retries there); the batch returns when all have ended or after `wait_seconds`,
-    or, `until_started`, as soon as each of its lanes has room (fewer than `Lane.backlog` waiting): the
+    or, `until_queued`, as soon as each of its lanes has room (fewer than `Lane.backlog` waiting): the
     worker then takes its next batch while these wait and send, and waits only while a lane is that full.
     `now` (tests) stands for the clock of every delivery of the batch."""
     with map_outages(), snapshot.reading(rt.engine) as conn:
@@ -341,14 +338,16 @@ def run_batch(rt: Runtime, delivery_ids: list[int], finished: Finished, wait_sec
         by_lane.setdefault(lane_for(routes.get(delivery_id), rt.settings), []).append(delivery_id)
     lanes = rt.lanes()
     items: list[_Item] = []
+    used: list[Lane] = []
     for name, ids in by_lane.items():
         mine = [_Item(d, rt, now, finished) for d in ids]
-        lanes.lane(name).put(mine)
+        used.append(lanes.lane(name))
+        used[-1].put(mine)
         items += mine
-    if until_started:
+    if until_queued:
         deadline = time.monotonic() + wait_seconds
-        for name in by_lane:
-            if not lanes.lane(name).wait_for_room(max(0.0, deadline - time.monotonic())):
+        for lane in used:
+            if not lane.wait_for_room(max(0.0, deadline - time.monotonic())):
                 break
     else:
         wait([item.future for item in items], timeout=wait_seconds)

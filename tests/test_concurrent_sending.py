@@ -161,7 +161,7 @@ def test_a_slow_mail_server_does_not_slow_the_pushes_queued_behind_its_mails(crt
     assert [channel_of[i] for i in ids] == [Channel.EMAIL.value] * 6 + [Channel.WEBPUSH.value] * 6
     smtp_server.stall_next(6, 2.0)
     for i in range(0, 12, 4):  # mails 1-4; mails 5-6 and pushes 1-2; pushes 3-6
-        run_batch(crt, ids[i : i + 4], lambda d, o: None, wait_seconds=30, now=now, until_started=True)
+        run_batch(crt, ids[i : i + 4], lambda d, o: None, wait_seconds=30, now=now, until_queued=True)
     wait_until(lambda: len(push_service.received) == 6, 10, "every push sent")
     assert smtp_server.messages == []  # the first mails are still held by the server
     assert sorted(m.rcpt_tos[0] for m in smtp_server.wait_for(6, timeout=15)) == [f"owner{o}@example.com" for o in range(1, 7)]
@@ -177,7 +177,7 @@ def test_deliveries_waiting_in_a_lane_keep_their_enqueue_lease_until_the_worker_
     lane = crt.lanes().lane(lane_for(Route(Channel.EMAIL, None), crt.settings))
     lane.renew_every = 0.2
     smtp_server.stall_next(6, 2.0)
-    run_batch(crt, ids, lambda d, o: None, wait_seconds=0.1, now=later, until_started=True)
+    run_batch(crt, ids, lambda d, o: None, wait_seconds=0.1, now=later, until_queued=True)
 
     def leases() -> dict[int, tuple[str, float | None]]:
         with crt.engine.connect() as conn:

@@ -125,7 +125,7 @@ def deliver_batch(self: Task, delivery_ids: list[int]) -> dict[str, int]:
     (`notifier.sending`); retries and outages go on as single `notifier.deliver` tasks."""
     ids = [check_id("delivery_id", d) for d in delivery_ids]
     try:
-        result = run_batch(get_runtime(), ids, _follow_up, BATCH_WAIT, until_started=True)
+        result = run_batch(get_runtime(), ids, _follow_up, BATCH_WAIT, until_queued=True)
     except Unavailable as exc:
         _retry_later(self, f"delivery batch size={len(ids)}", exc, (ids,))
     counts = {status: result.count(status) for status in ("sent", "skipped", "failed", "pending")}
