@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -240,6 +241,18 @@ class Fleet:
     def stop(self) -> None:
         for p in self.procs:
             p.stop()
+
+    def idle_children(self, markers: dict[str, str]) -> list[str]:
+        """The pool processes that have not yet logged a line holding their worker's marker (by worker name,
+        e.g. `{"sender": "outcome=sent"}`; INFO lines): a process that has done no work yet."""
+        idle = []
+        for p in self.procs:
+            marker = markers.get(p.name)
+            if marker is None:
+                continue
+            seen = set(re.findall(r"/(ForkPoolWorker-\d+)\][^\n]*" + re.escape(marker), p.log_text()))
+            idle += [f"{p.name} process {i + 1}" for i in range((p.concurrency or 1) - len(seen))]
+        return idle
 
 
 def start_fleet(folder: Path, env: dict[str, str], loglevel: str = "info") -> Fleet:

@@ -125,10 +125,11 @@ def _pushed_managers(decided: _Decided) -> set[int]:
 
 def _write(conn: snapshot.Connection, dialog_id: int, decided: _Decided, now: float) -> tuple[int, ...]:
     """Record a check's decisions and create its deliveries; the ids of those this call created."""
-    return _write_many(conn, {dialog_id: decided}, now)[dialog_id]
+    return tuple(c.id for c in _write_many(conn, {dialog_id: decided}, now)[dialog_id])
 
 
-def _write_many(conn: snapshot.Connection, decided: Mapping[int, _Decided], now: float) -> dict[int, tuple[int, ...]]:
+def _write_many(conn: snapshot.Connection, decided: Mapping[int, _Decided],
+                now: float) -> dict[int, tuple[ledger.Created, ...]]:
     """`_write` for a chunk of checks, one statement per kind of row for all of them: their decisions, their
     deliveries (to the push subscriptions of the managers they notify by push, read here), their coverage."""
     push_targets = snapshot.push_targets_many(conn, set().union(*map(_pushed_managers, decided.values())))
@@ -195,9 +196,11 @@ def run_checks(
     decided, failed, written = _decide_and_write(rt, dialog_ids, facts, started)
     finished: dict[int, CheckResult] = {}
     for dialog_id, created in written.items():
-        finished[dialog_id] = _done(dialog_id, decided[dialog_id], created)
-        for delivery_id in finished[dialog_id].delivery_ids:
-            enqueue(delivery_id)
+        finished[dialog_id] = _done(dialog_id, decided[dialog_id], tuple(c.id for c in created))
+    # The chunk's pushes are sent first, then its emails: when both fall due at once, the cheap and quick
+    # channel should not wait behind a chunk's worth of mails (each costs several round trips).
+    for delivery in sorted((c for cs in written.values() for c in cs), key=lambda c: c.channel is not Channel.WEBPUSH):
+        enqueue(delivery.id)
     # The releases come last, as for one check: all of the chunk's in one round trip.
     rt.store.finish_many([(d, result.recheck_at) for d, result in finished.items()])
     for dialog_id in dialog_ids:
@@ -219,7 +222,7 @@ def run_checks(
 
 def _decide_and_write(
     rt: Runtime, dialog_ids: list[int], facts: dict[int, Gathered], now: float
-) -> tuple[dict[int, _Decided], dict[int, Exception], dict[int, tuple[int, ...]]]:
+) -> tuple[dict[int, _Decided], dict[int, Exception], dict[int, tuple[ledger.Created, ...]]]:
     """Decide each dialog read with its chunk, then record them all in one transaction (one commit for
     the chunk). If that transaction fails, nothing of it stays and each dialog is checked alone."""
     decided: dict[int, _Decided] = {}

@@ -120,7 +120,10 @@ class Renderer:
     def __init__(self, templates_dir: Path | None = None) -> None:
         loader = FileSystemLoader(templates_dir or default_templates_dir())
         # StrictUndefined: a typo in a template must fail the tests, not mail an empty greeting.
-        opts: dict[str, Any] = {"undefined": StrictUndefined, "trim_blocks": True, "lstrip_blocks": True}
+        # auto_reload off: templates do not change under a running worker (a deploy restarts it), and checking
+        # each file's modification time on every render cost a few percent of a sending process's CPU.
+        opts: dict[str, Any] = {"undefined": StrictUndefined, "trim_blocks": True, "lstrip_blocks": True,
+                                "auto_reload": False}
         self._html = Environment(loader=loader, autoescape=select_autoescape(("html",), default=True), **opts)
         self._text = Environment(loader=loader, autoescape=False, **opts)  # subject/text/push: no "&amp;"
         for env in (self._html, self._text):

@@ -17,7 +17,8 @@ LANE_BACKLOG, their enqueue leases kept alive meanwhile) and groups fill up acro
 hands its deliveries over and the worker takes the next one: a slow server's backlog grows in its own
 lane while every other lane goes on at its own pace.
 
-`run_batch` hands a batch to the lanes and returns as soon as each of them has room (the sending task), or
+`run_batch` hands a batch to the lanes and returns as soon as the process has room for another (the sending
+task; `Lanes.wait_for_room`: a process whose lanes are all busy leaves the next batch to a sibling), or
 once all of its deliveries have ended (callers that want the outcomes), waiting at most `wait_seconds`:
 what is still queued or running then goes on in the background (the process keeps its lanes between
 tasks), so a stalled server never holds up the next batch either. Nothing is lost if the process dies
@@ -77,6 +78,9 @@ def lane_for(route: snapshot.Route | None, settings: Settings) -> str:
 # its last 2,000 pushes by itself).
 LANE_BACKLOG = 1500
 RENEW_EVERY = ENQUEUE_LEASE / 3
+# A lane "keeps up" when it ended at least as many sends in the last KEEPS_UP_WINDOW seconds as it has
+# permits: what waits in it now will be gone in about that long.
+KEEPS_UP_WINDOW = 1.0
 
 
 def _by_clock(items: list[_Item], write: Callable[..., int], done: str) -> None:
@@ -122,10 +126,15 @@ class _Permits:
 
     def release(self, count: int) -> None:
         with self._lane._cond:
-            count = min(count, self._held)
-            self._held -= count
-            self._lane._free += count
-            self._lane._cond.notify_all()
+            self.release_locked(count)
+
+    def release_locked(self, count: int) -> None:
+        """`release`, with the lane's lock already held."""
+        count = min(count, self._held)
+        self._held -= count
+        self._lane._free += count
+        if count and self._lane._queue:
+            self._lane._cond.notify()  # a decider waiting for permits; it wakes the next if there is more
 
     def keep(self, count: int) -> None:
         """Keep `count` permits (the sends about to start); give back the rest."""
@@ -133,6 +142,18 @@ class _Permits:
 
     def release_all(self) -> None:
         self.release(self._held)
+
+
+@dataclass(frozen=True)
+class _LaneState:
+    """What a lane says about taking another batch (`Lanes.wait_for_room`)."""
+
+    active: bool  # deliveries waiting or being sent
+    short: bool  # fewer than `low` waiting: it may run dry before another batch comes
+    busy: bool  # `low` or more waiting, and it keeps up (sent `low` in the last KEEPS_UP_WINDOW, or got its
+    # work less than that ago): it will soon be short
+    full: bool  # `backlog` waiting: nothing more for it
+    # Neither short nor busy: stuck (its server is slow or stalled); no reason to wait for it.
 
 
 class Lane:
@@ -146,12 +167,13 @@ class Lane:
     group's bookkeeping after its sends (recording them) holds none: the next group reads meanwhile.
     Groups fill up from consecutive batches, so a lane under load decides full groups."""
 
-    def __init__(self, name: str, per_host: int) -> None:
+    def __init__(self, name: str, per_host: int, room: threading.Condition | None = None) -> None:
         self.name = name
+        self._room = room or threading.Condition()  # batches wait here for room (`Lanes.wait_for_room`)
         self.group_size = max(1, per_host // 2)
         # Enough deciders to hold every permit, and one more to read while another group records.
         self.groups = per_host // self.group_size + 1
-        self._cond = threading.Condition()
+        self._cond = threading.Condition()  # deciders wait here: for deliveries, permits, or the end
         self._queue: deque[_Item] = deque()
         self._free = per_host
         self._closed = False
@@ -160,6 +182,10 @@ class Lane:
         self.renew_every = RENEW_EVERY
         self._in_flight = 0
         self.peak = 0  # the most sends this lane ever had in flight at once (for tests and operators)
+        self.per_host = per_host
+        self.low = per_host  # fewer deliveries waiting than this: the lane may run dry before the next batch
+        self._ended: deque[float] = deque(maxlen=self.low)  # when its last `low` sends ended (monotonic)
+        self._busy_since = 0.0  # when it last got work after having none (monotonic)
         self._senders = ThreadPoolExecutor(per_host, thread_name_prefix="notifier-send")
         self._deciders = [threading.Thread(target=self._decide_loop, name=f"notifier-decide-{i}", daemon=True)
                           for i in range(self.groups)]
@@ -172,13 +198,21 @@ class Lane:
                 raise Unavailable("worker", "this process is shutting down and sends nothing more")
             if not self._queue:
                 self._renewed = time.monotonic()  # their enqueue leases are fresh
+                if self._free == self.per_host:
+                    self._busy_since = self._renewed  # it was idle: from now on, it has work
             self._queue.extend(items)
             self._cond.notify_all()
 
-    def wait_for_room(self, timeout: float) -> bool:
-        """Until fewer than `backlog` deliveries wait in this lane (or it closed); False after `timeout`."""
+    def state(self) -> _LaneState:
         with self._cond:
-            return self._cond.wait_for(lambda: self._closed or len(self._queue) < self.backlog, timeout)
+            waiting = len(self._queue)
+            if self._closed:
+                return _LaneState(active=False, short=True, busy=False, full=False)
+            # It keeps up if it sent `low` in the last KEEPS_UP_WINDOW, or has had work for less than that.
+            since = time.monotonic() - KEEPS_UP_WINDOW
+            keeps_up = (len(self._ended) == self.low and self._ended[0] >= since) or self._busy_since >= since
+            return _LaneState(active=bool(waiting) or self._free < self.per_host, short=waiting < self.low,
+                              busy=waiting >= self.low and keeps_up, full=waiting >= self.backlog)
 
     def _next_group(self) -> int:
         """How many deliveries the next group takes from the head of the queue (0: none waiting)."""
@@ -206,9 +240,13 @@ class Lane:
                     if 0 < size <= self._free:
                         items = [self._queue.popleft() for _ in range(size)]
                         self._free -= size
-                        self._cond.notify_all()  # room in the queue for a waiting batch
+                        if self._queue and self._free:
+                            self._cond.notify()  # another decider may take the next group
                         break
                     self._cond.wait(self.renew_every)
+            if items:
+                with self._room:
+                    self._room.notify_all()  # room in the queue for a waiting batch
             if renew:
                 _by_clock(renew, ledger.renew_enqueue_leases, "renewed")
                 continue
@@ -263,7 +301,8 @@ class Lane:
         finally:
             with self._cond:
                 self._in_flight -= 1
-            permits.release(1)
+                self._ended.append(time.monotonic())
+                permits.release_locked(1)
 
     def close(self, wait_for_running: bool) -> None:
         """Take nothing more; queued deliveries are dropped (pending in the ledger under their enqueue lease,
@@ -272,6 +311,8 @@ class Lane:
             self._closed = True
             dropped, self._queue = list(self._queue), deque()
             self._cond.notify_all()
+        with self._room:
+            self._room.notify_all()
         for item in dropped:
             item.future.cancel()
         _by_clock(dropped, ledger.release_enqueue_leases, "released")
@@ -288,6 +329,7 @@ class Lanes:
         self.per_host = per_host
         self._lanes: dict[str, Lane] = {}
         self._lock = threading.Lock()
+        self._room = threading.Condition()
         self._closed = False
 
     def lane(self, name: str) -> Lane:
@@ -296,8 +338,30 @@ class Lanes:
                 raise Unavailable("worker", "this process is shutting down and sends nothing more")
             lane = self._lanes.get(name)
             if lane is None:
-                lane = self._lanes[name] = Lane(name, self.per_host)
+                lane = self._lanes[name] = Lane(name, self.per_host, self._room)
             return lane
+
+    def wait_for_room(self, used: list[Lane], timeout: float) -> bool:
+        """Until this process may take another batch, after one that went to the lanes `used`: when none of
+        those is full, and either some lane at work in this process is short or none of those is busy
+        (`_LaneState`). False after `timeout`.
+
+        So a process whose lanes are all busy takes no more work for a moment, and Celery hands the next
+        batch to a sibling process, instead of heaping the burst on the one that answered first (with room
+        up to LANE_BACKLOG alone, one of two sending processes took three quarters of a burst of 1,000 and
+        sent its last second by itself). A lane whose server is slow or stalled is no reason to wait; and
+        while any lane is short the process goes on taking work, so the pushes are not paced by the mails."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            everyone = list(self._lanes.values())
+        with self._room:
+            while not _ready([lane.state() for lane in used], [lane.state() for lane in everyone]):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                # Woken as deciders take deliveries; a lane that stops keeping up changes no state: look again.
+                self._room.wait(min(left, KEEPS_UP_WINDOW / 4))
+            return True
 
     @property
     def peak(self) -> dict[str, int]:
@@ -314,6 +378,12 @@ class Lanes:
             lane.close(wait_for_running)
 
 
+def _ready(used: list[_LaneState], everyone: list[_LaneState]) -> bool:
+    if any(state.full for state in used):
+        return False
+    return any(state.active and state.short for state in everyone) or not any(state.busy for state in used)
+
+
 @dataclass
 class BatchResult:
     outcomes: dict[int, Outcome] = field(default_factory=dict)
@@ -328,8 +398,8 @@ def run_batch(rt: Runtime, delivery_ids: list[int], finished: Finished, wait_sec
               now: float | None = None, until_queued: bool = False) -> BatchResult:
     """Send a batch on this process's lanes. `finished(id, outcome)` runs in the lane as each one ends
     (the caller queues retries there); the batch returns when all have ended or after `wait_seconds`,
-    or, `until_queued`, as soon as each of its lanes has room (fewer than `Lane.backlog` waiting): the
-    worker then takes its next batch while these wait and send, and waits only while a lane is that full.
+    or, `until_queued`, as soon as the process has room for another batch (`Lanes.wait_for_room`): the
+    worker then takes its next batch while these wait and send.
     `now` (tests) stands for the clock of every delivery of the batch."""
     with map_outages(), snapshot.reading(rt.engine) as conn:
         routes = snapshot.load_routes(conn, delivery_ids)
@@ -345,10 +415,7 @@ def run_batch(rt: Runtime, delivery_ids: list[int], finished: Finished, wait_sec
         used[-1].put(mine)
         items += mine
     if until_queued:
-        deadline = time.monotonic() + wait_seconds
-        for lane in used:
-            if not lane.wait_for_room(max(0.0, deadline - time.monotonic())):
-                break
+        lanes.wait_for_room(used, wait_seconds)
     else:
         wait([item.future for item in items], timeout=wait_seconds)
     result = BatchResult()

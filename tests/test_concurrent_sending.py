@@ -9,10 +9,12 @@ The worker tests run real `celery worker` processes, one per queue, as `notifier
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,6 +225,13 @@ def test_sending_tasks_have_their_own_queue() -> None:
         assert router.route({}, name)["queue"].name == CONTROL_QUEUE, name
 
 
+def test_the_worker_loads_its_channels_before_the_pool_forks() -> None:
+    # Imported by worker.tasks in the main process, so a pool process's first delivery does not import them.
+    code = "import sys, worker.tasks\nprint(sorted(m for m in ('pywebpush', 'aiosmtplib', 'http_ece') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO, timeout=60)
+    assert out.stdout.strip() == "['aiosmtplib', 'http_ece', 'pywebpush']"
+
+
 @pytest.mark.slow
 def test_checks_stay_on_time_behind_a_backlog_of_sends(tmp_path: Path, db_url: str, engine: object,
                                                        hostdb: Host, redis_server: object,
@@ -252,6 +261,35 @@ def test_checks_stay_on_time_behind_a_backlog_of_sends(tmp_path: Path, db_url: s
             wait_until(lambda: len(smtp_server.messages) == 41, 60, "every mail sent", sender.tail)
             assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == sorted(
                 [f"owner{o}@example.com" for o in range(1, 41)] + ["late@example.com"])
+    finally:
+        control.stop()
+        sender.stop()
+
+
+@pytest.mark.slow
+def test_the_sending_processes_share_a_burst(tmp_path: Path, db_url: str, engine: object, hostdb: Host,
+                                             redis_server: object, smtp_server: SmtpServer) -> None:
+    """A sending worker with two processes and a burst of 150 mails, four in flight per process, each held
+    50 ms by the server: a process whose lane is busy leaves the next batches to its sibling. (When a
+    process took batches as long as its lane had room for 1,500, Celery handed nearly all of them to
+    the first process, which sent them alone.)"""
+    env = worker_env(db_url, redis_server.url, smtp_server.port, tmp_path,  # type: ignore[attr-defined]
+                     NOTIFIER_MAX_IN_FLIGHT_PER_HOST="4", NOTIFIER_SEND_BATCH_SIZE="50")
+    control = WorkerProc(tmp_path, env, beat=True, name="control", queues=CONTROL_QUEUE)
+    sender = WorkerProc(tmp_path, env, name="send", queues=SEND_QUEUE, pool="prefork", concurrency=2)
+    try:
+        control.start()
+        sender.start()
+        smtp_server.stall_next(150, 0.05)
+        with runtime_for(load_settings(env)):  # the host's side schedules into the workers' Redis
+            for owner in range(1, 151):
+                hostdb.user(owner, f"owner{owner}@example.com")
+                hostdb.dialog(1000 + owner, owner)
+                assert client.schedule_fallback(1000 + owner, hostdb.message(1000 + owner, "вопрос"))
+        wait_until(lambda: len(smtp_server.messages) == 150, 60, "every mail sent", sender.tail)
+        wait_until(lambda: sender.log_text().count("outcome=sent") == 150, 10, "every send logged", sender.tail)
+        per_process = Counter(re.findall(r"/(ForkPoolWorker-\d+)\][^\n]*outcome=sent", sender.log_text()))
+        assert len(per_process) == 2 and min(per_process.values()) >= 30, per_process
     finally:
         control.stop()
         sender.stop()

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from sqlalchemy import Engine, select, text
 
 from notifier import ledger, models, snapshot
 from notifier.check import dispatch, run_checks
+from notifier.config import Settings
 from notifier.decide import Decision
 from notifier.enums import Action, Channel, Reason
 from notifier.runtime import Runtime
+from tests.conftest import runtime_for
 from tests.pushservice import PushService
 from tests.support import Host
 from worker import client
@@ -160,10 +163,35 @@ def test_a_chunk_creates_each_delivery_once_and_tells_each_dialog_which_are_new(
         covered = dict(conn.execute(select(models.dialog_checks.c.dialog_id, models.dialog_checks.c.covered_up_to)).all())
     by_key = {(r.dialog_id, r.manager_id, r.channel, r.target): int(r.id) for r in rows}
     assert len(rows) == 6 and by_key[(2, 7, "email", "")] == earlier
+    push, email = Channel.WEBPUSH, Channel.EMAIL
     assert created == {
-        1: [by_key[(1, 7, "webpush", "11")], by_key[(1, 7, "webpush", "12")], by_key[(1, 8, "email", "")]],
-        2: [by_key[(2, 8, "webpush", "13")]],
-        3: [by_key[(3, 7, "email", "")]],
+        1: [(by_key[(1, 7, "webpush", "11")], push), (by_key[(1, 7, "webpush", "12")], push),
+            (by_key[(1, 8, "email", "")], email)],
+        2: [(by_key[(2, 8, "webpush", "13")], push)],
+        3: [(by_key[(3, 7, "email", "")], email)],
     }
     assert decided == [(1, 7), (1, 8), (3, 7)]
     assert covered == {1: 40, 3: 9}  # the highest of dialog 1's two
+
+
+def test_a_chunk_hands_out_its_pushes_before_its_emails(push_settings: Settings, engine: Engine, redis_server: object,
+                                                       hostdb: Host, push_service: PushService) -> None:
+    """Three dialogs whose push and email fall due together (NOTIFIER_EMAIL_AFTER_SECONDS equal to the grace):
+    the chunk enqueues the three pushes first, then the three emails (not push, email, push, email...)."""
+    settings = replace(push_settings, email_after_seconds=push_settings.grace_seconds)
+    with runtime_for(settings) as rt:
+        for owner in (1, 2, 3):
+            hostdb.user(owner, f"owner{owner}@example.com")
+            client.save_subscription(owner, push_service.new_subscription(f"phone-{owner}"))
+            hostdb.dialog(100 + owner, owner)
+            assert client.schedule_fallback(100 + owner, hostdb.message(100 + owner, "вопрос"))
+        now = time.time() + settings.grace_seconds + 1
+        checks: list[int] = []
+        dispatch(rt, checks.extend, lambda _d: None, now)
+        enqueued: list[int] = []
+        results = dict(run_checks(rt, checks, enqueued.append, now))
+    assert sorted(results) == [101, 102, 103]
+    with engine.connect() as conn:
+        channel_of = dict(conn.execute(select(models.deliveries.c.id, models.deliveries.c.channel)).all())
+    assert [channel_of[i] for i in enqueued] == ["webpush"] * 3 + ["email"] * 3
+    assert sorted(enqueued) == sorted(i for r in results.values() if r is not None for i in r.delivery_ids)

@@ -24,6 +24,12 @@ from celery.signals import (
 )
 from celery.utils.log import get_multiprocessing_logger
 
+# The channels, with their libraries (pywebpush brings aiohttp), are imported here, in the worker's main
+# process before its pool forks: no pool process pays for the import on its first delivery, which made the
+# first burst after a start about half a second late. (The notifier package imports them lazily, so that
+# the host's API processes, which never send, do not load them.)
+import notifier.channels.email  # noqa: F401
+import notifier.channels.webpush  # noqa: F401
 from notifier import logs, metrics
 from notifier.check import dispatch, run_checks
 from notifier.clear import run_clear

@@ -1,7 +1,7 @@
 """Every write to our tables, and nothing else: decisions, deliveries, and what the host's processes write.
 
 Public: `record_decisions`, `mark_covered` (and their `_many` forms); `claim_new`, `claim_new_many`,
-`claim`, `DeliveryRow`, `mark_sent`, `mark_skipped`, `mark_failed`, `mark_retry`, `sweep`,
+`Created`, `claim`, `DeliveryRow`, `mark_sent`, `mark_skipped`, `mark_failed`, `mark_retry`, `sweep`,
 `renew_enqueue_leases`, `release_enqueue_leases`; `mark_read`, `add_team_member`, `remove_team_member`,
 `set_language`, `save_subscription`, `delete_subscription`, `set_preferences`, `hold`; `purge_history`,
 `Purged` (retention). Reads live in `notifier.snapshot`.
@@ -9,6 +9,7 @@ Public: `record_decisions`, `mark_covered` (and their `_many` forms); `claim_new
 
 from notifier.ledger.decisions import mark_covered, mark_covered_many, record_decisions, record_decisions_many
 from notifier.ledger.deliveries import (
+    Created,
     DeliveryRow,
     claim,
     claim_many,
@@ -38,6 +39,7 @@ from notifier.ledger.host_writes import (
 from notifier.ledger.retention import Purged, purge_history
 
 __all__ = [
+    "Created",
     "DeliveryRow",
     "Purged",
     "add_team_member",

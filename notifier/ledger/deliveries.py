@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select, update
 
@@ -69,13 +70,20 @@ _STALE = (  # every dispatcher tick asks, four times a second: built once
 
 def claim_new(conn: Connection, dialog_id: int, decision: Decision, targets: Sequence[str], now: float) -> list[int]:
     """Insert one pending delivery per target; returns the ids this call created (none if already there)."""
-    return claim_new_many(conn, [(dialog_id, decision, targets)], now).get(dialog_id, [])
+    return [c.id for c in claim_new_many(conn, [(dialog_id, decision, targets)], now).get(dialog_id, [])]
+
+
+class Created(NamedTuple):
+    """A delivery a check created: its id and channel (the check sends the pushes of a chunk first)."""
+
+    id: int
+    channel: Channel
 
 
 def claim_new_many(conn: Connection, wanted: Sequence[tuple[int, Decision, Sequence[str]]],
-                   now: float) -> dict[int, list[int]]:
-    """`claim_new` for several dialogs (a chunk of checks) in one statement: per dialog, the ids this call
-    created, in the order asked (none for a delivery already there)."""
+                   now: float) -> dict[int, list[Created]]:
+    """`claim_new` for several dialogs (a chunk of checks) in one statement: per dialog, the deliveries this
+    call created, in the order asked (none for a delivery already there)."""
     values: list[dict[str, object]] = []
     for dialog_id, decision, targets in wanted:
         assert decision.manager_id is not None and decision.channel is not None
@@ -101,11 +109,12 @@ def claim_new_many(conn: Connection, wanted: Sequence[tuple[int, Decision, Seque
     if not values:
         return {}
     inserted = {tuple(row[1:]): int(row[0]) for row in upsert(conn, d, values, _KEY, returning=(d.c.id, *_KEY), reuse=True)}
-    created: dict[int, list[int]] = {}
+    created: dict[int, list[Created]] = {}
     for v in values:
         key = (v["dialog_id"], v["manager_id"], v["channel"], v["target"], v["burst_floor"])
         if (delivery_id := inserted.get(key)) is not None:
-            created.setdefault(int(v["dialog_id"]), []).append(delivery_id)  # type: ignore[call-overload]
+            created.setdefault(int(v["dialog_id"]), []).append(  # type: ignore[call-overload]
+                Created(delivery_id, Channel(str(v["channel"]))))
     return created
 
 
