@@ -138,14 +138,18 @@ def measure_baselines(sinks: _fleet.Sinks, opts: Options) -> Baselines:
         sinks.reset()
 
 
-def seed(db_url: str, n: int, push_origin: str) -> list[tuple[int, int]]:
-    """N recipients with their dialogs and subscriptions, one visitor message each: (dialog, message) pairs."""
+QUESTION = "Здравствуйте! Есть ли доставка в Екатеринбург?"
+
+
+def seed(db_url: str, n: int, spare: int, push_origin: str) -> list[tuple[int, int]]:
+    """N + `spare` recipients with their dialogs and subscriptions; one visitor message in each of the first
+    N (the spare ones get theirs when used: a message nobody scheduled is found by the reconciler, which
+    would send it in the middle of the burst). Returns (dialog, message) pairs for all."""
     engine = _fleet.engine_for(db_url)
     try:
-        ids = range(1, n + 1)
-        _fleet.seed_recipients(engine, ids, push_origin)
-        pairs = [(i, MESSAGE_BASE + i) for i in ids]
-        _fleet.insert_messages(engine, [(m, d, "Здравствуйте! Есть ли доставка в Екатеринбург?") for d, m in pairs])
+        _fleet.seed_recipients(engine, range(1, n + spare + 1), push_origin)
+        pairs = [(i, MESSAGE_BASE + i) for i in range(1, n + spare + 1)]
+        _fleet.insert_messages(engine, [(m, d, QUESTION) for d, m in pairs[:n]])
         return pairs
     finally:
         engine.dispose()
@@ -207,8 +211,8 @@ def ledger_counts(db_url: str) -> dict[str, int]:
         engine.dispose()
 
 
-def warm_up_fleet(fleet: _fleet.Fleet, sinks: _fleet.Sinks, redis_url: str, warm: list[tuple[int, int]],
-                  loglevel: str) -> int:
+def warm_up_fleet(fleet: _fleet.Fleet, sinks: _fleet.Sinks, db_url: str, redis_url: str,
+                  warm: list[tuple[int, int]], loglevel: str) -> int:
     """Warm-up rounds (WARM_ROUNDS), each delivered before the next, until every pool process has done some
     work (read from the INFO lines of the workers' logs; without them, all the rounds). Celery hands a task
     to an idle pool process, the same one again and again while it keeps up; a bigger round keeps it busy
@@ -217,8 +221,14 @@ def warm_up_fleet(fleet: _fleet.Fleet, sinks: _fleet.Sinks, redis_url: str, warm
     sinks.reset()
     verbose = loglevel.lower() in ("info", "debug")
     done = 0
+    engine = _fleet.engine_for(db_url)
     for size in WARM_ROUNDS:
-        _fleet.schedule_due(redis_url, warm[done : done + size], time.time() - GRACE, GRACE)
+        rows = warm[done : done + size]
+        try:
+            _fleet.insert_messages(engine, [(m, d, QUESTION) for d, m in rows])
+        finally:
+            engine.dispose()
+        _fleet.schedule_due(redis_url, rows, time.time() - GRACE, GRACE)
         done += size
         if not wait_for_sinks(sinks, fleet, done, 60):
             raise RuntimeError("the warm-up dialogs were not delivered within 60 s")
@@ -235,7 +245,7 @@ def warm_up_fleet(fleet: _fleet.Fleet, sinks: _fleet.Sinks, redis_url: str, warm
 def run_size(n: int, sinks: _fleet.Sinks, opts: Options, folder: Path) -> SizeResult:
     with _fleet.fresh_database(opts.db) as db_url, _fleet.private_redis(folder) as redis_url:
         t0 = time.perf_counter()
-        pairs = seed(db_url, n + sum(WARM_ROUNDS), sinks.push_origin)
+        pairs = seed(db_url, n, sum(WARM_ROUNDS), sinks.push_origin)
         burst, warm = pairs[:n], pairs[n:]
         seed_seconds = time.perf_counter() - t0
         env = _fleet.fleet_env(db_url, redis_url, sinks, folder, NOTIFIER_GRACE_SECONDS=str(GRACE),
@@ -244,7 +254,7 @@ def run_size(n: int, sinks: _fleet.Sinks, opts: Options, folder: Path) -> SizeRe
         try:
             # Running workers, as in production: a freshly started one pays its one-time costs (connections,
             # compiled statements and templates, TLS sessions) on its first deliveries, not on the burst's.
-            warm_up = warm_up_fleet(fleet, sinks, redis_url, warm, opts.loglevel)
+            warm_up = warm_up_fleet(fleet, sinks, db_url, redis_url, warm, opts.loglevel)
             meter = _fleet.CpuMeter(fleet, sinks, db_url)
             meter.start()
             deadline = _fleet.schedule_due(redis_url, burst, time.time() - GRACE, GRACE)
