@@ -167,9 +167,9 @@ class Lane:
     group's bookkeeping after its sends (recording them) holds none: the next group reads meanwhile.
     Groups fill up from consecutive batches, so a lane under load decides full groups."""
 
-    def __init__(self, name: str, per_host: int, room: threading.Condition | None = None) -> None:
+    def __init__(self, name: str, per_host: int, room: threading.Condition) -> None:
         self.name = name
-        self._room = room or threading.Condition()  # batches wait here for room (`Lanes.wait_for_room`)
+        self._room = room  # its process's batches wait here for room (`Lanes.wait_for_room`)
         self.group_size = max(1, per_host // 2)
         # Enough deciders to hold every permit, and one more to read while another group records.
         self.groups = per_host // self.group_size + 1
