@@ -222,19 +222,19 @@ def warm_up_fleet(fleet: _fleet.Fleet, sinks: _fleet.Sinks, db_url: str, redis_u
     verbose = loglevel.lower() in ("info", "debug")
     done = 0
     engine = _fleet.engine_for(db_url)
-    for size in WARM_ROUNDS:
-        rows = warm[done : done + size]
-        try:
+    try:
+        for size in WARM_ROUNDS:
+            rows = warm[done : done + size]
             _fleet.insert_messages(engine, [(m, d, QUESTION) for d, m in rows])
-        finally:
-            engine.dispose()
-        _fleet.schedule_due(redis_url, rows, time.time() - GRACE, GRACE)
-        done += size
-        if not wait_for_sinks(sinks, fleet, done, 60):
-            raise RuntimeError("the warm-up dialogs were not delivered within 60 s")
-        time.sleep(0.5)  # their records written and logged
-        if verbose and not fleet.idle_children(WORK_MARKERS):
-            break
+            _fleet.schedule_due(redis_url, rows, time.time() - GRACE, GRACE)
+            done += size
+            if not wait_for_sinks(sinks, fleet, done, 60):
+                raise RuntimeError("the warm-up dialogs were not delivered within 60 s")
+            time.sleep(0.5)  # their records written and logged
+            if verbose and not fleet.idle_children(WORK_MARKERS):
+                break
+    finally:
+        engine.dispose()
     idle = fleet.idle_children(WORK_MARKERS) if verbose else []
     if idle:
         print(f"  warm-up: still idle after {done} dialogs: {', '.join(idle)}", file=sys.stderr)
