@@ -173,6 +173,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(int(length))
         service = self.server.service
+        if self.path.startswith(service.origin + "/"):
+            # The absolute form a client uses through a plain-HTTP proxy (RFC 9112 §3.2.2: servers accept it).
+            self.path = self.path[len(service.origin):]
+            with service._cond:
+                service.absolute_targets += 1
         if service.sink:
             pairs = tuple((k, v) for k, v in self.headers.items())
             status, extra, reply = service._take(self.path, pairs, body, getattr(self.server.local, "conn", 0))
@@ -222,6 +227,7 @@ class PushService:
         self.rejections: list[str] = []
         self.connections = 0  # TCP connections accepted
         self.requests = 0  # HTTP requests seen
+        self.absolute_targets = 0  # requests that named the whole URL (they came through an HTTP proxy)
         self._server: _Server | None = None
         self._origin: str | None = None  # kept after stop(), so requests in flight can still finish
         self._thread: threading.Thread | None = None

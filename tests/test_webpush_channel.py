@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import requests
@@ -34,6 +34,7 @@ from notifier.channels.webpush import (
 from notifier.config import Settings, load_settings
 from notifier.enums import Channel
 from notifier.errors import ConfigError, InvalidInput, PermanentError, SubscriptionGone, TransientError
+from tests.procs import TcpProxy
 from tests.pushservice import PushService, b64url
 
 SUBJECT = "mailto:ops@example.com"
@@ -568,6 +569,41 @@ def test_proxy_variables_still_apply(service: PushService, vapid: tuple[str, str
             assert exempt.send(target(sub), Push(1)).detail.startswith("push service answered 201")
         finally:
             exempt.close()
+    assert len(service.received) == 1
+
+
+def test_a_plain_http_proxy_gets_the_whole_url(service: PushService, vapid: tuple[str, str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through a plain-HTTP proxy the request line must name the whole URL (the proxy has no other way to
+    know where to go); every later push to that service goes the same way, on the proxy's connection."""
+    proxy = TcpProxy("127.0.0.1", int(service.origin.rsplit(":", 1)[1])).start()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    sender = WebPushSender(push_settings(vapid[0]))
+    try:
+        for name in ("alice", "bob"):
+            assert sender.send(target(service.new_subscription(name)), Push(1)).detail == "push service answered 201"
+    finally:
+        sender.close()
+        proxy.stop()
+    assert [r.name for r in service.received] == ["alice", "bob"] and service.rejections == []
+    assert (service.absolute_targets, proxy.accepted) == (2, 1)
+
+
+def test_own_session_skips_the_adapters_send(service: PushService, vapid: tuple[str, str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our own session's pushes go straight to its adapter's connection pool: `HTTPAdapter.send` rebuilt a
+    response object per push for nothing (about 0.3 ms of CPU a push, bench.deliver)."""
+    def refuse(*_args: Any, **_kwargs: Any) -> NoReturn:
+        raise AssertionError("HTTPAdapter.send was called")
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", refuse)
+    sender = WebPushSender(push_settings(vapid[0]))
+    try:
+        assert sender.send(target(service.new_subscription("alice")), Push(1)).ref is not None
+    finally:
+        sender.close()
     assert len(service.received) == 1
 
 

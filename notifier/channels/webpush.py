@@ -18,15 +18,18 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, Protocol, runtime_checkable
+from typing import Any, NamedTuple, NoReturn, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from pywebpush import WebPusher
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
+from urllib3.util import Retry, Timeout
 
 from notifier.channels.base import DeliveryResult, PushTarget
 from notifier.config import Settings
@@ -54,6 +57,25 @@ MAX_PAYLOAD = 3993  # RFC 8291 §4: one 4096-byte record = 86 header + plaintext
 _JWT_LIFETIME = 12 * 3600  # RFC 8292 caps exp at 24 h; half of that tolerates clock skew
 _JWT_REFRESH_MARGIN = 600  # re-sign this early so no request carries a token about to expire
 _OPAQUE = re.compile(r"[A-Za-z0-9_\-+/=.~%]{24,}")  # tokens and ids a push service may echo back
+_NO_RETRIES = Retry(0, read=False)  # as requests sends: one try; a failed push is retried by the ledger
+
+
+class _Answer(NamedTuple):
+    status: int
+    text: str
+    location: str | None
+    retry_after: str | None
+
+
+class _Way(NamedTuple):
+    """How pushes reach one push service: the session's adapter, a request naming the origin (all that
+    picks the connection pool and the proxy), the TLS and proxy settings, and the session's headers."""
+
+    adapter: HTTPAdapter
+    request: requests.PreparedRequest
+    tls: dict[str, Any]  # verify, proxies, cert
+    full_url: bool  # through a plain-HTTP proxy the request line names the whole URL
+    headers: dict[str, str]
 
 
 def _sign_jwt(claims: Mapping[str, object], key: ec.EllipticCurvePrivateKey) -> str:
@@ -67,6 +89,14 @@ def _topic(dialog_id: int) -> str:
     # manager sees one notification per dialog, and a send retried after a timeout cannot show twice.
     topic = f"dialog-{dialog_id}"
     return topic if len(topic) <= 32 else _b64url(hashlib.sha256(topic.encode()).digest())[:32]
+
+
+def _failure(exc: Exception) -> str:
+    """What went wrong, by class name only: str(exc) carries the endpoint's path. urllib3's "max retries"
+    wraps the real cause (a refused connection, a proxy or TLS error)."""
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
+    return type(exc).__name__
 
 
 def _retry_after(value: str | None, now: float) -> float | None:
@@ -106,6 +136,7 @@ class WebPushSender:
         self.public_key = _b64url(_public_point(self._key))  # the browser's applicationServerKey
         self._allowed, self._ttl = settings.push_allowed_hosts, str(max(0, settings.push_ttl_seconds))
         self._timeout = (min(5.0, settings.push_timeout_seconds), settings.push_timeout_seconds)
+        self._urllib3_timeout = Timeout(connect=self._timeout[0], read=self._timeout[1])
         self._owns_session = session is None
         self._session = requests.Session() if session is None else session
         if session is None:
@@ -115,6 +146,7 @@ class WebPushSender:
             self._session.mount("https://", adapter)
             self._session.mount("http://", adapter)
         self._environments: dict[str, dict[str, Any]] = {}  # origin -> proxies, verify, cert: read once
+        self._ways: dict[str, _Way] = {}  # origin -> how our own session reaches it
         # Looked up per call, not bound at import, so a frozen test clock applies here too.
         self._clock = clock or (lambda: time.time())
         self._lock = threading.Lock()
@@ -144,17 +176,57 @@ class WebPushSender:
                 found = self._environments[origin] = {k: merged[k] for k in ("proxies", "verify", "cert")}
             return found
 
-    def _post(self, origin: str, url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
-        """The request straight to the session's connection pool (its adapter). What `Session.post` adds on
-        top is nothing a push needs and cost half of the CPU of a push: cookies, hooks, redirects (a push
-        service never redirects; we would not follow), the environment read again on every request, and
-        ~/.netrc, whose Basic credentials would replace the VAPID Authorization header."""
-        merged = CaseInsensitiveDict(self._session.headers)  # the session's own (User-Agent, Accept...), as before
+    def _post(self, origin: str, url: str, body: bytes, headers: dict[str, str]) -> _Answer:
+        """POST one push; its answer read whole, so the connection goes back to the pool. Never follows a
+        redirect (a push service never sends one; we would not follow). Not through `Session.post`: what it
+        adds is nothing a push needs and cost half of the CPU of a push (cookies, hooks, redirects, the
+        environment read again on every request), and ~/.netrc's Basic credentials would replace the VAPID
+        Authorization header."""
+        if not self._owns_session:
+            return self._post_through_adapter(origin, url, body, headers)
+        way = self._way(origin, url)
+        parts = urlsplit(url)
+        target = url if way.full_url else (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        pool = way.adapter.get_connection_with_tls_context(way.request, **way.tls)
+        response = pool.urlopen(
+            "POST", target, body=body, headers={**way.headers, **headers}, redirect=False, assert_same_host=False,
+            retries=_NO_RETRIES, timeout=self._urllib3_timeout, preload_content=True, decode_content=True,
+        )
+        return _Answer(response.status, response.data.decode("utf-8", "replace"),
+                       response.headers.get("Location"), response.headers.get("Retry-After"))
+
+    def _way(self, origin: str, url: str) -> _Way:
+        """How requests would reach this push service (proxy, CA bundle, client certificate, the session's
+        headers), worked out on the first push to it and kept: each push then goes straight to the pool of
+        the session's own adapter (about 0.3 ms of CPU less per push than through `HTTPAdapter.send`)."""
+        with self._lock:
+            found = self._ways.get(origin)
+        if found is not None:
+            return found
+        env = self._environment(origin)
+        request = requests.PreparedRequest()
+        request.prepare(method="POST", url=origin + "/")
+        adapter = self._session.get_adapter(url)
+        assert isinstance(adapter, HTTPAdapter)
+        pool = adapter.get_connection_with_tls_context(request, env["verify"], env["proxies"], env["cert"])
+        adapter.cert_verify(pool, request.url or url, env["verify"], env["cert"])  # a missing CA bundle: said now
+        headers = {k: v for k, v in self._session.headers.items() if isinstance(v, str)}
+        found = _Way(adapter, request, {"verify": env["verify"], "proxies": env["proxies"], "cert": env["cert"]},
+                     adapter.request_url(request, env["proxies"]) != request.path_url, headers)
+        with self._lock:
+            self._ways[origin] = found
+        return found
+
+    def _post_through_adapter(self, origin: str, url: str, body: bytes, headers: dict[str, str]) -> _Answer:
+        """An injected session is honoured whole: its adapter sends (it may count, sign or route)."""
+        merged = CaseInsensitiveDict(self._session.headers)  # the session's own (User-Agent, Accept...)
         merged.update(headers)
         prepared = requests.PreparedRequest()
         prepared.prepare(method="POST", url=url, headers=merged, data=body)
         adapter = self._session.get_adapter(url)
-        return adapter.send(prepared, stream=False, timeout=self._timeout, **self._environment(origin))
+        with adapter.send(prepared, stream=False, timeout=self._timeout, **self._environment(origin)) as response:
+            return _Answer(response.status_code, response.text, response.headers.get("Location"),
+                           response.headers.get("Retry-After"))
 
     def send(self, target: PushTarget, rendered: PushPayload) -> DeliveryResult:
         try:
@@ -179,14 +251,11 @@ class WebPushSender:
             "Content-Type": "application/octet-stream",
         }
         try:
-            with self._post(origin, target.endpoint, body, headers) as response:  # never follows a redirect
-                text: str = response.text  # read it all, so the connection goes back to the pool
-                status: int = response.status_code
-                location, retry_after = response.headers.get("Location"), response.headers.get("Retry-After")
-        except requests.RequestException as exc:
+            status, text, location, retry_after = self._post(origin, target.endpoint, body, headers)
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             # str(exc) carries the endpoint path; the class name is enough to act on.
-            logger.warning("push to %s failed: %s", origin, type(exc).__name__)
-            raise TransientError(f"push service {origin} unreachable: {type(exc).__name__}") from None
+            logger.warning("push to %s failed: %s", origin, _failure(exc))
+            raise TransientError(f"push service {origin} unreachable: {_failure(exc)}") from None
         if status in (200, 201, 202):
             logger.debug("push to %s for subscription %d accepted (%d)", origin, target.subscription_id, status)
             return DeliveryResult(ref=location, detail=f"push service answered {status}")
