@@ -45,9 +45,12 @@ def test_orchestration_holds_no_sql(name: str) -> None:
     assert not any(m == "sqlalchemy" or m.startswith("sqlalchemy.") for m in used), sorted(used)
 
 
-def test_dialect_switches_live_in_one_upsert_helper() -> None:
+def test_dialect_switches_live_in_two_helpers() -> None:
+    """How each database spells INSERT ... ON CONFLICT (the upsert helper) and a list of ids (`db.any_of`)."""
     users = [p.relative_to(REPO).as_posix() for p in sources() if any("sqlalchemy.dialects" in m for m in imports(p))]
     assert users == ["notifier/ledger/_upsert.py"]
+    compilers = [p.relative_to(REPO).as_posix() for p in sources() if "@compiles(" in p.read_text()]
+    assert compilers == ["notifier/db.py"]
 
 
 def test_only_the_store_touches_redis_keys() -> None:

@@ -309,7 +309,11 @@ def test_notifier_worker_runs_a_control_and_a_sending_worker(tmp_path: Path, db_
         text = log.read_text()
         assert f".> {CONTROL_QUEUE} " in text and f".> {SEND_QUEUE} " in text
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, log.read_text()
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("notifier worker did not stop within 30 s of SIGTERM; its log:\n" + log.read_text()[-6000:])
+        assert code == 0, log.read_text()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -73,3 +74,33 @@ def test_a_database_that_never_answers_fails_within_the_connect_timeout(
     finally:
         engine.dispose()
     assert 1.5 < time.monotonic() - started < 6
+
+
+def test_any_of_matches_a_list_of_any_length_with_one_statement_text(engine: Engine) -> None:
+    """`db.any_of` finds exactly the listed rows, for an empty list too; on PostgreSQL it binds the list as
+    one array, so the statement's text (what the server prepares) is the same whatever the list's length."""
+    from sqlalchemy import BigInteger, Column, MetaData, Table, event, insert, select
+
+    table = Table(f"any_of_probe_{uuid.uuid4().hex[:8]}", MetaData(), Column("id", BigInteger, primary_key=True))
+    table.create(engine)
+    sent: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        sent.append(statement)
+
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(table), [{"id": i} for i in range(1, 11)])
+        query = select(table.c.id).where(db.any_of(table.c.id, "ids")).order_by(table.c.id)
+        event.listen(engine, "before_cursor_execute", record)
+        with engine.connect() as conn:
+            for wanted in ([], [3], [1, 5, 99], list(range(1, 11)), [2**40]):
+                assert conn.execute(query, {"ids": wanted}).scalars().all() == sorted(i for i in wanted if 1 <= i <= 10)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        table.drop(engine)
+    assert len(sent) == 5
+    if engine.dialect.name == "postgresql":
+        assert len(set(sent)) == 1 and "= ANY (" in sent[0]
+    else:
+        assert "IN (" in sent[1] and len(set(sent)) > 1  # expanded: one placeholder per value

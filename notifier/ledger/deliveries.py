@@ -18,7 +18,7 @@ from typing import NamedTuple
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select, update
 
 from notifier import metrics, models
-from notifier.db import autocommit
+from notifier.db import any_of, autocommit
 from notifier.decide import Decision
 from notifier.enums import Channel, DeliveryStatus, FailReason
 from notifier.ledger._upsert import upsert
@@ -38,7 +38,7 @@ _KEY = (d.c.dialog_id, d.c.manager_id, d.c.channel, d.c.target, d.c.burst_floor)
 _CLAIM = (
     update(d)
     .where(
-        d.c.id.in_(bindparam("ids", expanding=True)),
+        any_of(d.c.id, "ids"),
         d.c.attempts < bindparam("max_attempts"),
         or_(
             and_(d.c.status == DeliveryStatus.PENDING.value,
@@ -219,7 +219,7 @@ def delete_subscription_by_id(engine: Engine, subscription_id: int) -> None:
 
 
 _QUEUED = and_(  # a delivery waiting for its first or next claim, due now
-    d.c.id.in_(bindparam("ids", expanding=True)),
+    any_of(d.c.id, "ids"),
     d.c.status == DeliveryStatus.PENDING.value,
     or_(d.c.not_before.is_(None), d.c.not_before <= bindparam("at_now")),
 )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy import Connection, bindparam, select
 
 from notifier import host, models
+from notifier.db import any_of
 from notifier.decide import Candidate, Decision, DialogFacts, Messages, Person, resolve_recipients
 from notifier.enums import Channel
 from notifier.preferences import Stored
@@ -50,24 +51,24 @@ _DIALOGS = (
         _d.c.first_name, _d.c.last_name, _d.c.telegram_username, _a.c.name,
     )
     .select_from(_d.outerjoin(_a, _a.c.id == _d.c.assistant_id))
-    .where(_d.c.id.in_(bindparam("ids", expanding=True)))
+    .where(any_of(_d.c.id, "ids"))
 )
 _PEOPLE = select(_u.c.id, _u.c.email, _u.c.first_name, _u.c.role, _u.c.status).where(
-    _u.c.id.in_(bindparam("ids", expanding=True)))
-_TEAMS = select(_t.c.owner_id, _t.c.user_id).where(_t.c.owner_id.in_(bindparam("ids", expanding=True)))
+    any_of(_u.c.id, "ids"))
+_TEAMS = select(_t.c.owner_id, _t.c.user_id).where(any_of(_t.c.owner_id, "ids"))
 _POINTERS = select(_rp.c.dialog_id, _rp.c.manager_id, _rp.c.message_id).where(
-    _rp.c.dialog_id.in_(bindparam("dialogs", expanding=True)), _rp.c.manager_id.in_(bindparam("managers", expanding=True)))
-_WITH_PUSH = select(_ps.c.manager_id).where(_ps.c.manager_id.in_(bindparam("managers", expanding=True))).distinct()
+    any_of(_rp.c.dialog_id, "dialogs"), any_of(_rp.c.manager_id, "managers"))
+_WITH_PUSH = select(_ps.c.manager_id).where(any_of(_ps.c.manager_id, "managers")).distinct()
 _NOTIFIED = (
     select(_dl.c.dialog_id, _dl.c.manager_id, _dl.c.channel, _dl.c.burst_floor)
-    .where(_dl.c.dialog_id.in_(bindparam("dialogs", expanding=True)),
-           _dl.c.manager_id.in_(bindparam("managers", expanding=True)), _dl.c.burst_floor >= bindparam("floor"))
+    .where(any_of(_dl.c.dialog_id, "dialogs"),
+           any_of(_dl.c.manager_id, "managers"), _dl.c.burst_floor >= bindparam("floor"))
     .distinct()
 )
 _TARGETS = select(_ps.c.id, _ps.c.manager_id).where(
-    _ps.c.manager_id.in_(bindparam("managers", expanding=True))).order_by(_ps.c.id)
+    any_of(_ps.c.manager_id, "managers")).order_by(_ps.c.id)
 _SUBSCRIPTIONS = select(_ps.c.id, _ps.c.manager_id, _ps.c.endpoint, _ps.c.p256dh, _ps.c.auth).where(
-    _ps.c.id.in_(bindparam("ids", expanding=True)))
+    any_of(_ps.c.id, "ids"))
 
 
 def load_people(conn: Connection, ids: set[int]) -> dict[int, Person]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, text
+from sqlalchemy import Connection, func, select, text
 
 from notifier import host
+from notifier.db import any_of
 from notifier.decide import Messages
 from notifier.snapshot.hosttime import message_time
 
@@ -16,12 +17,12 @@ m = host.dialog_messages
 # Built once (see notifier.snapshot.dialog): the dialogs' ids travel as an expanding parameter.
 _LAST_MANAGER = (
     select(m.c.dialog_id, func.max(m.c.id))
-    .where(m.c.dialog_id.in_(bindparam("dialogs", expanding=True)), m.c.sender == "manager")
+    .where(any_of(m.c.dialog_id, "dialogs"), m.c.sender == "manager")
     .group_by(m.c.dialog_id)
 )
 _newest = (
     select(m.c.dialog_id, func.max(m.c.id).label("id"))
-    .where(m.c.dialog_id.in_(bindparam("dialogs", expanding=True)), m.c.sender == "user")
+    .where(any_of(m.c.dialog_id, "dialogs"), m.c.sender == "user")
     .group_by(m.c.dialog_id)
     .subquery()
 )

@@ -7,16 +7,17 @@ from collections import defaultdict
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, select
 
 from notifier import models
+from notifier.db import any_of
 from notifier.preferences import QuietHours, Stored
 
 _p, _md = models.preferences, models.muted_dialogs
 # Built once (see notifier.snapshot.dialog).
-_PREFERENCES = select(_p).where(_p.c.manager_id.in_(bindparam("managers", expanding=True)))
-_MUTED = select(_md.c.manager_id, _md.c.dialog_id).where(_md.c.manager_id.in_(bindparam("managers", expanding=True)))
-_MUTED_OF = _MUTED.where(_md.c.dialog_id.in_(bindparam("dialogs", expanding=True)))
+_PREFERENCES = select(_p).where(any_of(_p.c.manager_id, "managers"))
+_MUTED = select(_md.c.manager_id, _md.c.dialog_id).where(any_of(_md.c.manager_id, "managers"))
+_MUTED_OF = _MUTED.where(any_of(_md.c.dialog_id, "dialogs"))
 
 
 def _quiet(start: str | None, end: str | None) -> QuietHours | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, select
 
 from notifier import models
+from notifier.db import any_of
 from notifier.enums import Channel
 
 
@@ -18,8 +19,8 @@ class Route:
 
 
 _d, _ps = models.deliveries, models.push_subscriptions
-_DELIVERIES = select(_d.c.id, _d.c.channel, _d.c.target).where(_d.c.id.in_(bindparam("ids", expanding=True)))
-_ENDPOINTS = select(_ps.c.id, _ps.c.endpoint).where(_ps.c.id.in_(bindparam("ids", expanding=True)))
+_DELIVERIES = select(_d.c.id, _d.c.channel, _d.c.target).where(any_of(_d.c.id, "ids"))
+_ENDPOINTS = select(_ps.c.id, _ps.c.endpoint).where(any_of(_ps.c.id, "ids"))
 
 
 def load_routes(conn: Connection, delivery_ids: Iterable[int]) -> dict[int, Route]:
