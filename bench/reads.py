@@ -150,7 +150,8 @@ def measure(db_url: str, redis_url: str, opts: Options) -> list[WayResult]:
             for name in order:
                 way = ways[name]
                 before_texts = sum(way.texts.values())
-                before = {pid: c for pid in _server_pids(db_url) if (c := _fleet._cpu_of(pid)) is not None}
+                # Every backend of the bench's database (both ways' pools; only one reads at a time).
+                before = {pid: c for pid in _fleet._backends(db_url) if (c := _fleet._cpu_of(pid)) is not None}
                 cpu[name].append(way.read(groups, now))
                 after = {pid: c for pid in before if (c := _fleet._cpu_of(pid)) is not None}
                 server[name] += sum(after[p] - before[p] for p in after)
@@ -169,11 +170,6 @@ def measure(db_url: str, redis_url: str, opts: Options) -> list[WayResult]:
     finally:
         for way in ways.values():
             way.close()
-
-
-def _server_pids(db_url: str) -> list[int]:
-    # The backends of every connection to the bench's database (both ways' pools; only one reads at a time).
-    return _fleet._backends(db_url)
 
 
 def report(results: list[WayResult], opts: Options) -> list[str]:

@@ -73,7 +73,7 @@ class _Way(NamedTuple):
 
     adapter: HTTPAdapter
     request: requests.PreparedRequest
-    tls: dict[str, Any]  # verify, proxies, cert
+    environment: dict[str, Any]  # proxies, verify, cert (`WebPushSender._environment`)
     full_url: bool  # through a plain-HTTP proxy the request line names the whole URL
     headers: dict[str, str]
 
@@ -187,7 +187,7 @@ class WebPushSender:
         way = self._way(origin, url)
         parts = urlsplit(url)
         target = url if way.full_url else (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        pool = way.adapter.get_connection_with_tls_context(way.request, **way.tls)
+        pool = way.adapter.get_connection_with_tls_context(way.request, **way.environment)
         response = pool.urlopen(
             "POST", target, body=body, headers={**way.headers, **headers}, redirect=False, assert_same_host=False,
             retries=_NO_RETRIES, timeout=self._urllib3_timeout, preload_content=True, decode_content=True,
@@ -211,8 +211,7 @@ class WebPushSender:
         pool = adapter.get_connection_with_tls_context(request, env["verify"], env["proxies"], env["cert"])
         adapter.cert_verify(pool, request.url or url, env["verify"], env["cert"])  # a missing CA bundle: said now
         headers = {k: v for k, v in self._session.headers.items() if isinstance(v, str)}
-        found = _Way(adapter, request, {"verify": env["verify"], "proxies": env["proxies"], "cert": env["cert"]},
-                     adapter.request_url(request, env["proxies"]) != request.path_url, headers)
+        found = _Way(adapter, request, env, adapter.request_url(request, env["proxies"]) != request.path_url, headers)
         with self._lock:
             self._ways[origin] = found
         return found
