@@ -15,7 +15,10 @@ back as its own send ends, so a send never waits for a thread after its decision
 group is read while the last one is still being recorded. Deliveries queue in their lane (up to
 LANE_BACKLOG, their enqueue leases kept alive meanwhile) and groups fill up across batches, so a batch
 hands its deliveries over and the worker takes the next one: a slow server's backlog grows in its own
-lane while every other lane goes on at its own pace.
+lane while every other lane goes on at its own pace. Once a lane holds LANE_BACKLOG and does not keep up
+(its server is slow or stalled), a batch leaves that lane's deliveries in the ledger instead, pending under
+the enqueue lease they came with, for the sweeper to hand out again when it runs out: the batch's other
+deliveries go on at once, and the process keeps taking batches for its other lanes.
 
 `run_batch` hands a batch to the lanes and returns as soon as the process has room for another (the sending
 task; `Lanes.wait_for_room`: a process whose lanes are all busy leaves the next batch to a sibling), or
@@ -75,7 +78,8 @@ def lane_for(route: snapshot.Route | None, settings: Settings) -> str:
 # what waits in a lane keeps its enqueue lease alive (renewed every RENEW_EVERY seconds), and a stopping
 # worker hands it back to the sweeper at once. Not more: a process that takes far more than its share of a
 # burst sends the rest alone while its siblings idle (bench.deliver: with 5,000, one of two processes sent
-# its last 2,000 pushes by itself).
+# its last 2,000 pushes by itself). A full lane that keeps up makes its process wait before the next batch
+# (`Lanes.wait_for_room`); one that does not is given nothing more (`run_batch`).
 LANE_BACKLOG = 1500
 RENEW_EVERY = ENQUEUE_LEASE / 3
 # A lane "keeps up" when it ended at least as many sends in the last KEEPS_UP_WINDOW seconds as it has
@@ -153,7 +157,12 @@ class _LaneState:
     busy: bool  # `low` or more waiting, and it keeps up (sent `low` in the last KEEPS_UP_WINDOW, or got its
     # work less than that ago): it will soon be short
     full: bool  # `backlog` waiting: nothing more for it
-    # Neither short nor busy: stuck (its server is slow or stalled); no reason to wait for it.
+
+    @property
+    def stuck(self) -> bool:
+        """`backlog` waiting and not keeping up: its server is slow or stalled, and what it is given now
+        would only wait. (Not full, neither short nor busy: slow too; no reason to wait for it either.)"""
+        return self.full and not self.busy
 
 
 class Lane:
@@ -343,8 +352,8 @@ class Lanes:
 
     def wait_for_room(self, used: list[Lane], timeout: float) -> bool:
         """Until this process may take another batch, after one that went to the lanes `used`: when none of
-        those is full, and either some lane at work in this process is short or none of those is busy
-        (`_LaneState`). False after `timeout`.
+        those is full while keeping up, and either some lane at work in this process is short or none of
+        those is busy (`_LaneState`). False after `timeout`.
 
         So a process whose lanes are all busy takes no more work for a moment, and Celery hands the next
         batch to a sibling process, instead of heaping the burst on the one that answered first (with room
@@ -379,8 +388,8 @@ class Lanes:
 
 
 def _ready(used: list[_LaneState], everyone: list[_LaneState]) -> bool:
-    if any(state.full for state in used):
-        return False
+    if any(state.full and state.busy for state in used):
+        return False  # a stuck lane takes nothing more (`run_batch`): no reason to wait for it
     return any(state.active and state.short for state in everyone) or not any(state.busy for state in used)
 
 
@@ -388,6 +397,7 @@ def _ready(used: list[_LaneState], everyone: list[_LaneState]) -> bool:
 class BatchResult:
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     still_running: list[int] = field(default_factory=list)
+    left: list[int] = field(default_factory=list)  # not taken: their lane is stuck; the sweeper hands them out again
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes.values()
@@ -400,6 +410,8 @@ def run_batch(rt: Runtime, delivery_ids: list[int], finished: Finished, wait_sec
     (the caller queues retries there); the batch returns when all have ended or after `wait_seconds`,
     or, `until_queued`, as soon as the process has room for another batch (`Lanes.wait_for_room`): the
     worker then takes its next batch while these wait and send.
+    A lane that is stuck (`_LaneState.stuck`) is given nothing: its deliveries stay pending in the ledger
+    under their enqueue lease, and the sweeper queues them again when it runs out (no attempt is counted).
     `now` (tests) stands for the clock of every delivery of the batch."""
     with map_outages(), snapshot.reading(rt.engine) as conn:
         routes = snapshot.load_routes(conn, delivery_ids)
@@ -409,16 +421,21 @@ def run_batch(rt: Runtime, delivery_ids: list[int], finished: Finished, wait_sec
     lanes = rt.lanes()
     items: list[_Item] = []
     used: list[Lane] = []
+    result = BatchResult()
     for name, ids in by_lane.items():
+        lane = lanes.lane(name)
+        if lane.state().stuck:
+            log.warning("lane=%s full and not keeping up: %d deliveries left for the sweeper", name, len(ids))
+            result.left += ids
+            continue
         mine = [_Item(d, rt, now, finished) for d in ids]
-        used.append(lanes.lane(name))
-        used[-1].put(mine)
+        used.append(lane)
+        lane.put(mine)
         items += mine
     if until_queued:
         lanes.wait_for_room(used, wait_seconds)
     else:
         wait([item.future for item in items], timeout=wait_seconds)
-    result = BatchResult()
     crashed: dict[int, tuple[BaseException, list[int]]] = {}
     for item in items:
         if not item.future.done() or item.future.cancelled():

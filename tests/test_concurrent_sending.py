@@ -171,6 +171,45 @@ def test_a_slow_mail_server_does_not_slow_the_pushes_queued_behind_its_mails(crt
     assert len(push_service.received) == 6 and len(smtp_server.messages) == 6
 
 
+def test_a_stuck_lane_holding_its_backlog_is_given_nothing_more(crt: Runtime, hostdb: Host, smtp_server: SmtpServer,
+                                                               push_service: PushService) -> None:
+    """A mail server that stalls, so that the mail lane holds all it may (its backlog lowered to PER_HOST)
+    and sends nothing: the next batch leaves its mails in the ledger for the sweeper, sends its push, and
+    does not wait for the mail lane to drain."""
+    now = dialogs_due(hostdb, range(1, 11))
+    client.save_subscription(10, push_service.new_subscription("phone-10"))  # owners 1-9: email at grace
+    ids = due_deliveries(crt, now)
+    with crt.engine.connect() as conn:
+        rows = conn.execute(select(models.deliveries.c.id, models.deliveries.c.channel, models.deliveries.c.lease_until)).all()
+    channel_of = {int(i): str(c) for i, c, _lease in rows}
+    enqueue_lease = {int(i): float(lease) for i, _c, lease in rows}
+    mails = [i for i in ids if channel_of[i] == Channel.EMAIL.value]
+    [push_id] = [i for i in ids if channel_of[i] == Channel.WEBPUSH.value]
+    assert len(mails) == 3 * PER_HOST
+    lane = crt.lanes().lane(lane_for(Route(Channel.EMAIL, None), crt.settings))
+    lane.backlog = PER_HOST
+    smtp_server.stall_next(2 * PER_HOST, 3.0)
+    first, later = mails[: 2 * PER_HOST], mails[2 * PER_HOST :]
+    run_batch(crt, first, lambda d, o: None, wait_seconds=0.1, now=now, until_queued=True)
+    # PER_HOST in flight, held by the server, and PER_HOST waiting: full, and after a second without a send
+    # ending, not keeping up.
+    wait_until(lambda: lane.state().stuck, 5, "the mail lane full and not keeping up")
+    result = run_batch(crt, [*later, push_id], lambda d, o: None, wait_seconds=30, now=now, until_queued=True)
+    assert result.left == later
+    assert smtp_server.messages == []  # the batch returned while the server still held every mail
+    wait_until(lambda: len(push_service.received) == 1, 10, "the push sent")
+    with crt.engine.connect() as conn:
+        left_rows = conn.execute(select(models.deliveries.c.id, models.deliveries.c.status, models.deliveries.c.attempts,
+                                        models.deliveries.c.lease_until).where(models.deliveries.c.id.in_(later))).all()
+    # Untouched: pending, no attempt, the enqueue lease they came with.
+    assert sorted((int(i), str(st), int(a), float(u)) for i, st, a, u in left_rows) == [
+        (i, DeliveryStatus.PENDING.value, 0, enqueue_lease[i]) for i in sorted(later)]
+    assert set(later) <= set(ledger.sweep(crt.engine, max(enqueue_lease.values()) + 1, crt.settings.max_attempts))
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.wait_for(2 * PER_HOST, timeout=15)) == sorted(
+        f"owner{o}@example.com" for o in range(1, 7))  # the first batch's mails, once each
+    wait_until(lambda: all(statuses(crt)[i] == DeliveryStatus.SENT.value for i in first), 10, "the first mails recorded")
+
+
 def test_deliveries_waiting_in_a_lane_keep_their_enqueue_lease_until_the_worker_stops(crt: Runtime, hostdb: Host,
                                                                                       smtp_server: SmtpServer) -> None:
     now = dialogs_due(hostdb, range(1, 7))

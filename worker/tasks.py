@@ -128,14 +128,15 @@ def deliver(self: Task, delivery_id: int) -> dict[str, Any]:
 @app.task(name="notifier.deliver_batch", bind=True, time_limit=BATCH_TIME_LIMIT, soft_time_limit=BATCH_TIME_LIMIT - 10)
 def deliver_batch(self: Task, delivery_ids: list[int]) -> dict[str, int]:
     """Up to NOTIFIER_SEND_BATCH_SIZE deliveries sent concurrently on this process's lanes
-    (`notifier.sending`); retries and outages go on as single `notifier.deliver` tasks."""
+    (`notifier.sending`); retries and outages go on as single `notifier.deliver` tasks. Those for a lane
+    whose server is slow and that holds all it may are left to the sweeper (`run_batch`)."""
     ids = [check_id("delivery_id", d) for d in delivery_ids]
     try:
         result = run_batch(get_runtime(), ids, _follow_up, BATCH_WAIT, until_queued=True)
     except Unavailable as exc:
         _retry_later(self, f"delivery batch size={len(ids)}", exc, (ids,))
     counts = {status: result.count(status) for status in ("sent", "skipped", "failed", "pending")}
-    return {**counts, "running": len(result.still_running)}
+    return {**counts, "running": len(result.still_running), "left": len(result.left)}
 
 
 def _follow_up(delivery_id: int, outcome: DeliveryOutcome | Unavailable) -> None:
