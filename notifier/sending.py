@@ -167,8 +167,8 @@ class _LaneState:
 
 class Lane:
     """One remote server's threads: deciders that claim, read and decide a group of up to `group_size`
-    deliveries each, `per_host` threads that send (each keeps its own connection), and a queue of up to
-    `backlog` deliveries waiting for them.
+    deliveries each, `per_host` threads that send (a push thread keeps its own connection; mails share the
+    SMTP pool's, one per send in flight), and a queue of up to `backlog` deliveries waiting for them.
 
     Deliveries wait in the lane's queue; a decider takes the next group as soon as the lane has a send
     permit for each of them (NOTIFIER_MAX_IN_FLIGHT_PER_HOST permits in all). A delivery holds its permit

@@ -16,12 +16,15 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from notifier import host, ledger, models
+from notifier.channels.base import EmailTarget
+from notifier.channels.email import SmtpPool
 from notifier.check import dispatch, run_checks
 from notifier.config import load_settings
 from notifier.deliver import DeliveryOutcome
@@ -29,6 +32,7 @@ from notifier.enums import Channel, DeliveryStatus, Reason
 from notifier.errors import ConfigError, Unavailable
 from notifier.ledger.deliveries import ENQUEUE_LEASE
 from notifier.pushkeys import generate_vapid_keys
+from notifier.render import MessageView, RenderContext, Renderer
 from notifier.runtime import Runtime
 from notifier.sending import lane_for, run_batch
 from notifier.snapshot import Route
@@ -169,6 +173,35 @@ def test_a_slow_mail_server_does_not_slow_the_pushes_queued_behind_its_mails(crt
     assert sorted(m.rcpt_tos[0] for m in smtp_server.wait_for(6, timeout=15)) == [f"owner{o}@example.com" for o in range(1, 7)]
     wait_until(lambda: set(statuses(crt).values()) == {DeliveryStatus.SENT.value}, 10, "every delivery recorded")
     assert len(push_service.received) == 6 and len(smtp_server.messages) == 6
+
+
+def test_the_smtp_pool_shares_its_connections_between_threads(base_env: dict[str, str], smtp_server: SmtpServer) -> None:
+    """At most one connection per send in flight, whichever thread sends: three overlapping sends open three;
+    nine more, each from a thread of its own, reuse them. Closed, the pool sends again on a new one."""
+    pool = SmtpPool(load_settings(base_env))
+    rendered = Renderer().email(RenderContext(dialog_id=1, language="ru", recipient_name="Анна", visitor_name=None,
+                                              site_name=None, messages=(MessageView(1, "Здравствуйте"),),
+                                              dialog_url="https://example.com/dialogs/1"))
+
+    def send(i: int) -> None:
+        pool.send(EmailTarget(f"m{i}@example.com", "Анна", f"<pool.{i}@example.com>", None), rendered)
+
+    sessions = smtp_server.sessions  # aiosmtpd's controller connects once itself when it starts
+    try:
+        smtp_server.stall_next(3, 0.5)  # the first three held by the server: their sends overlap
+        with ThreadPoolExecutor(3) as threads:
+            list(threads.map(send, range(3)))
+        assert pool.connections_opened == 3
+        for i in range(3, 12):
+            with ThreadPoolExecutor(1) as thread:  # a new thread each time
+                thread.submit(send, i).result()
+        assert pool.connections_opened == 3 and smtp_server.sessions - sessions == 3
+        assert sorted(m.rcpt_tos[0] for m in smtp_server.wait_for(12)) == sorted(f"m{i}@example.com" for i in range(12))
+        pool.close()
+        send(12)
+        assert pool.connections_opened == 4 and len(smtp_server.wait_for(13)) == 13
+    finally:
+        pool.close()
 
 
 def test_a_stuck_lane_holding_its_backlog_is_given_nothing_more(crt: Runtime, hostdb: Host, smtp_server: SmtpServer,
