@@ -73,7 +73,7 @@ class SmtpPool:
     Connections are kept open between sends and reused, at most one per send in flight, so the pool holds
     at most as many as the lane has threads; one that fails is dropped. (One loop for all of them, rather
     than one per thread: a mail's four replies wake that loop, not four different threads, which costs
-    about a quarter less CPU per mail with 32 in flight.)"""
+    about a sixth less CPU per mail with 32 in flight: `python -m bench.smtp`.)"""
 
     channel = Channel.EMAIL
 
@@ -147,7 +147,7 @@ class SmtpPool:
                 raise TransientError(f"smtp {exc.code}: {exc.message[:200]}") from None
             raise PermanentError(f"smtp {exc.code}: {exc.message[:200]}") from None
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            future.cancel()  # still running after the bound above: its connection is dropped
+            future.cancel()  # if the bound above ran out, stop the conversation: its connection is dropped
             raise TransientError(f"smtp unavailable: {type(exc).__name__}") from None
         log.debug("email accepted by smtp host=%s", self.settings.smtp_host)
         return DeliveryResult(ref=target.message_id)
